@@ -1,0 +1,1 @@
+"""brainldm: fMRI -> latent diffusion reconstructions and encoding maps."""

@@ -1,0 +1,1 @@
+# Filled by the decoding stage (see docs/contracts.md).

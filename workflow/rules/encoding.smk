@@ -1,0 +1,1 @@
+# Filled by the encoding stage (see docs/contracts.md).

@@ -1,0 +1,1 @@
+# Filled by the evaluation stage (see docs/contracts.md).

@@ -1,0 +1,1 @@
+# Filled by the features stage (see docs/contracts.md).

@@ -1,0 +1,1 @@
+# Filled by the reconstruction stage (see docs/contracts.md).
