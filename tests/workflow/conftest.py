@@ -1,0 +1,450 @@
+"""Helpers for the end-to-end workflow tests: scratch copies of the workflow, a
+Snakemake runner, one shared finished demo run, a local SLURM cluster and headless
+Chromium (both installed with apt-get when missing).
+
+Every Snakemake run happens in a temporary copy of the workflow (Snakefile, workflow/,
+config/), never in the repository itself, so the tests neither lock the repository's
+`.snakemake/` nor touch its `results/`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Overrides merged over config/demo.yaml for the test runs: the demo, made smaller
+# where a stage allows it, so that the shared run stays within the test budget.
+TEST_CONFIG: dict = {}
+
+def snakemake_command() -> list[str]:
+    """`python -m snakemake` with the interpreter running the tests (the project venv)."""
+    return [sys.executable, "-m", "snakemake"]
+
+
+def workflow_env(workdir: Path) -> dict[str, str]:
+    """Environment for a Snakemake run: offline models, caches inside `workdir`."""
+    env = dict(os.environ)
+    env["HF_HUB_OFFLINE"] = "1"
+    cache = workdir / ".cache"
+    env.setdefault("HF_HOME", str(cache / "huggingface"))
+    env.setdefault("XDG_CONFIG_HOME", str(cache / "config"))
+    env.setdefault("MPLCONFIGDIR", str(cache / "matplotlib"))
+    # The venv's bin first, so that jobs (also SLURM jobs) find `python -m snakemake`.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
+    """Copy Snakefile, workflow/ and config/ of the repository into `dest`.
+
+    Writes `config/test.yaml` with TEST_CONFIG updated by `config_overrides` (merged
+    over config/demo.yaml by `WorkflowRun.config_args`). Returns `dest`.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
+    overrides = deep_update(dict(TEST_CONFIG), config_overrides or {})
+    (dest / "config" / "test.yaml").write_text(yaml.safe_dump(overrides or {}))
+    return dest
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    """`base` with `extra` merged in recursively (dicts merged, other values replaced)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class WorkflowRun:
+    """A scratch copy of the workflow and the commands run in it."""
+
+    workdir: Path
+    history: list[subprocess.CompletedProcess] = field(default_factory=list)
+
+    @property
+    def config_args(self) -> list[str]:
+        return ["--configfile", "config/demo.yaml", "config/test.yaml"]
+
+    def snakemake(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 600,
+        cores: int = 2,
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess:
+        """Run `snakemake --configfile demo+test <args>` in the copy; output captured.
+
+        Fails the test (showing the output's end) if `check` and the exit code is not 0.
+        """
+        cmd = snakemake_command() + self.config_args + ["--cores", str(cores), *args]
+        env = workflow_env(self.workdir)
+        env.update(extra_env or {})
+        proc = subprocess.run(
+            cmd,
+            cwd=self.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        self.history.append(proc)
+        if check and proc.returncode != 0:
+            pytest.fail(
+                f"snakemake {' '.join(args)} exited with {proc.returncode} in {self.workdir}:\n"
+                + tail(proc.stdout + proc.stderr, 80)
+            )
+        return proc
+
+    def dry_run(self, *args: str) -> dict[str, int]:
+        """{rule: number of jobs} that `snakemake -n <args>` would run ({} if none)."""
+        proc = self.snakemake("-n", *args)
+        return parse_dry_run(proc.stdout + proc.stderr)
+
+    def path(self, relpath: str) -> Path:
+        return self.workdir / relpath
+
+    def clone(self, dest: Path) -> "WorkflowRun":
+        """Copy the whole run (results and .snakemake metadata, mtimes kept) to `dest`."""
+        shutil.copytree(
+            self.workdir,
+            dest,
+            symlinks=True,
+            ignore=shutil.ignore_patterns("locks", "incomplete"),
+            dirs_exist_ok=True,
+        )
+        return WorkflowRun(dest)
+
+
+def parse_dry_run(text: str) -> dict[str, int]:
+    """Job counts per rule from the table Snakemake prints for a dry run.
+
+    The table reads::
+
+        Job stats:
+        job          count
+        ---------  -------
+        all              1
+        ingest           2
+        total            3
+
+    Returns {} when nothing would run ("Nothing to be done").
+    """
+    counts: dict[str, int] = {}
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if line.strip() == "Job stats:":
+            break
+    else:
+        return counts
+    for line in lines[start + 3 :]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def tail(text: str, n: int) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def tree_digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
+    """sha256 of every file under `root` matching `pattern`, keyed by relative path."""
+    return {
+        str(p.relative_to(root)): file_digest(p)
+        for p in sorted(root.glob(pattern))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> WorkflowRun:
+    """One finished run of the demo DAG (with TEST_CONFIG), shared by the workflow
+    tests. Tests that change files work on `demo_run.clone(tmp_path / ...)`."""
+    run = WorkflowRun(copy_workflow(tmp_path_factory.mktemp("demo_run")))
+    start = time.monotonic()
+    run.snakemake()
+    run.seconds = time.monotonic() - start  # type: ignore[attr-defined]
+    return run
+
+
+# --- Debian packages -------------------------------------------------------------
+
+
+def ensure_debian_packages(packages: list[str], binaries: list[str]) -> None:
+    """Install Debian `packages` with apt-get unless every one of `binaries` is on PATH.
+
+    Skips the calling test (with the reason) when that is impossible: not root, no
+    apt-get, or the installation fails.
+    """
+    if all(shutil.which(b) for b in binaries):
+        return
+    if shutil.which("apt-get") is None:
+        pytest.skip(f"needs {packages} and apt-get is not available to install them")
+    if os.geteuid() != 0:
+        pytest.skip(f"needs {packages}; installing them with apt-get needs root")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    proc = subprocess.run(install, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:  # stale or missing package lists: update and retry
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True)
+        proc = subprocess.run(install, env=env, capture_output=True, text=True)
+    missing = [b for b in binaries if shutil.which(b) is None]
+    if proc.returncode != 0 or missing:
+        pytest.skip(
+            f"apt-get install {' '.join(packages)} failed (exit {proc.returncode}, "
+            f"missing {missing}):\n{tail(proc.stdout + proc.stderr, 15)}"
+        )
+
+
+# --- a one-node SLURM cluster on localhost ----------------------------------------
+
+SLURM_CONF_LINK = Path("/etc/slurm/slurm.conf")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def slurm_conf_text(d: Path, munge_socket: Path, cpus: int, mem_mb: int) -> str:
+    """A single-node slurm.conf for localhost with everything under `d` (no accounting)."""
+    return f"""\
+ClusterName=brainldmtest
+SlurmctldHost=localhost
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket={munge_socket}
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+MinJobAge=300
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmdSpoolDir={d}/spool
+StateSaveLocation={d}/state
+SlurmctldLogFile={d}/slurmctld.log
+SlurmdLogFile={d}/slurmd.log
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+@dataclass
+class LocalSlurm:
+    """A running one-node SLURM (munged, slurmctld, slurmd started by the test)."""
+
+    directory: Path
+    conf: Path
+    procs: dict[str, subprocess.Popen]
+
+    def env(self) -> dict[str, str]:
+        return {"SLURM_CONF": str(self.conf)}
+
+    def command(self, *args: str) -> str:
+        """Output of a SLURM client command (scontrol, squeue, ...) against this cluster."""
+        proc = subprocess.run(
+            list(args), env=dict(os.environ, **self.env()), capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"{' '.join(args)} failed: {proc.stderr}"
+        return proc.stdout
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{tail(p.read_text(errors='replace'), 30)}"
+            for p in sorted(self.directory.glob("*.log"))
+        )
+
+
+def _wait_for(predicate, timeout: float, what: str, on_fail=lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}\n{on_fail()}")
+
+
+def _stop(procs: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM each process we started (by pid, reverse start order), then SIGKILL."""
+    for name, proc in reversed(list(procs.items())):
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
+    """Debian's SLURM + munge, run as a one-node cluster on localhost for the session.
+
+    The daemons run in the foreground as children of the test process and are stopped
+    by their pids afterwards. /etc/slurm/slurm.conf is pointed (symlink) at the
+    temporary config because the plugin's job step drops SLURM_CONF inside jobs; a
+    previous file there is put back at the end.
+    """
+    if sys.platform != "linux":
+        pytest.skip("the local SLURM cluster needs Linux")
+    ensure_debian_packages(
+        ["slurm-wlm", "munge"], ["slurmctld", "slurmd", "sbatch", "squeue", "munged"]
+    )
+    if os.geteuid() != 0:
+        pytest.skip("running slurmd and munged as their users needs root")
+
+    # Not under pytest's basetemp: munged (running as user munge) must be able to
+    # traverse every directory on the way to its key and socket, and basetemp is 0700.
+    d = Path(tempfile.mkdtemp(prefix="brainldm-slurm-"))
+    d.chmod(0o755)
+    for sub in ("spool", "state"):
+        (d / sub).mkdir()
+    munge_key_dir, munge_run_dir = d / "munge", d / "munge-run"
+    import pwd
+
+    munge_user = pwd.getpwnam("munge")
+    for sub, mode in ((munge_key_dir, 0o700), (munge_run_dir, 0o755)):
+        sub.mkdir()
+        os.chown(sub, munge_user.pw_uid, munge_user.pw_gid)
+        sub.chmod(mode)
+    key = munge_key_dir / "munge.key"
+    key.write_bytes(os.urandom(128))
+    os.chown(key, munge_user.pw_uid, munge_user.pw_gid)
+    key.chmod(0o400)
+    munge_socket = munge_run_dir / "munge.socket"
+
+    cpus = os.cpu_count() or 2
+    conf = d / "slurm.conf"
+    conf.write_text(slurm_conf_text(d, munge_socket, cpus=cpus, mem_mb=8000))
+
+    backup = None
+    if SLURM_CONF_LINK.is_symlink() or SLURM_CONF_LINK.exists():
+        backup = d / "previous-slurm.conf"
+        shutil.move(SLURM_CONF_LINK, backup)
+    SLURM_CONF_LINK.parent.mkdir(parents=True, exist_ok=True)
+    SLURM_CONF_LINK.symlink_to(conf)
+
+    env = dict(os.environ, SLURM_CONF=str(conf))
+    procs: dict[str, subprocess.Popen] = {}
+    cluster = LocalSlurm(d, conf, procs)
+
+    def start(name: str, cmd: list[str], **kw) -> None:
+        out = open(d / f"{name}.out", "w")
+        procs[name] = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, **kw
+        )
+
+    def node_idle() -> bool:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with {proc.returncode}:\n"
+                    + (d / f"{name}.out").read_text()
+                    + cluster.logs()
+                )
+        out = subprocess.run(
+            ["sinfo", "-h", "-o", "%t"], env=env, capture_output=True, text=True
+        ).stdout.strip()
+        return out == "idle"
+
+    try:
+        start(
+            "munged",
+            [
+                "munged",
+                "--foreground",
+                f"--key-file={key}",
+                f"--socket={munge_socket}",
+                f"--pid-file={munge_run_dir / 'munged.pid'}",
+                f"--log-file={munge_key_dir / 'munged.log'}",
+                f"--seed-file={munge_key_dir / 'munged.seed'}",
+            ],
+            user=munge_user.pw_uid,
+            group=munge_user.pw_gid,
+            extra_groups=[],
+        )
+        _wait_for(munge_socket.exists, 15, "munged's socket", cluster.logs)
+        start("slurmctld", ["slurmctld", "-D", "-i", "-f", str(conf)])
+        start("slurmd", ["slurmd", "-D", "-N", "localhost", "-f", str(conf)])
+        _wait_for(node_idle, 60, "the SLURM node to become idle", cluster.logs)
+        yield cluster
+    finally:
+        _stop(procs)
+        SLURM_CONF_LINK.unlink(missing_ok=True)
+        if backup is not None:
+            shutil.move(backup, SLURM_CONF_LINK)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# --- headless Chromium --------------------------------------------------------------
+
+
+def chromium_binary() -> str:
+    """Path of Debian's chromium, installed with apt-get when missing (else skip)."""
+    ensure_debian_packages(["chromium"], ["chromium"])
+    return shutil.which("chromium")  # type: ignore[return-value]
+
+
+def chromium_screenshot(
+    html: Path, png: Path, profile_dir: Path, size: tuple[int, int] = (1400, 1000)
+) -> subprocess.CompletedProcess:
+    """Open `html` in headless Chromium and write a screenshot to `png`."""
+    cmd = [
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile_dir}",
+        f"--window-size={size[0]},{size[1]}",
+        "--virtual-time-budget=10000",
+        f"--screenshot={png}",
+        html.resolve().as_uri(),
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
