@@ -1,8 +1,15 @@
 # brainldm: reconstruct seen images from fMRI with a latent diffusion model
 # (Takagi & Nishimoto, CVPR 2023) and map the model's parts on the cortex.
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# The rule scripts import the brainldm package from src/, in any software environment.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+)
 
 
 configfile: "config/config.yaml"

@@ -1,0 +1,194 @@
+"""From NSD files to per-subject arrays: trials to images, scaling, z-scoring, split, ROI masks.
+
+One code path for the real NSD and the synthetic mini-NSD. Betas are read
+session by session, only at brain-mask voxels; outputs are written to
+memory-mapped ``.npy`` files, so peak memory is about one session plus the
+test-set sums, never all sessions at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from brainldm import nsd
+from brainldm.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def test_images(responses: Mapping[str, pd.DataFrame], sharedix: np.ndarray, n_sessions: int) -> np.ndarray:
+    """The test set: shared images that every given subject saw in sessions 1..n_sessions.
+
+    responses: subject -> responses table (with ``nsd_id``); sharedix: 1-based 73k ids.
+    Returns sorted 0-based nsd ids.
+    """
+    shared = set((np.asarray(sharedix).ravel() - 1).tolist())
+    for table in responses.values():
+        seen = table.loc[table["SESSION"] <= n_sessions, "nsd_id"]
+        shared &= set(seen.tolist())
+    return np.array(sorted(shared), dtype=np.int64)
+
+
+def roi_voxels(brainmask: np.ndarray, atlases: Mapping[str, np.ndarray], rois: Mapping[str, Mapping]) -> dict[str, np.ndarray]:
+    """Voxel indices of each ROI and of the whole brain mask.
+
+    brainmask: (x, y, z); atlases: atlas name -> label volume (x, y, z);
+    rois: name -> {"atlas": str, "labels": [int]}. Returns name -> (n_vox, 3)
+    int64 (x, y, z), in the order of the brain mask's voxels; ``brain`` is added.
+    """
+    inside = brainmask > 0
+    out = {"brain": np.argwhere(inside)}
+    for name, spec in rois.items():
+        atlas = atlases[spec["atlas"]]
+        mask = np.isin(atlas, spec["labels"]) & inside
+        if not mask.any():
+            raise nsd.NSDError(
+                f"ROI {name!r} has no voxels: atlas {spec['atlas']} has none of the labels {spec['labels']} "
+                "inside the brain mask; fix ingest.rois in the config"
+            )
+        out[name] = np.argwhere(mask)
+    return out
+
+
+def zscore_sessionwise(betas: np.ndarray) -> np.ndarray:
+    """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32."""
+    mean = betas.mean(axis=0, keepdims=True)
+    sd = betas.std(axis=0, keepdims=True)
+    return ((betas - mean) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+def ingest_subject(
+    subject: str,
+    betas_files: Sequence[str | os.PathLike],
+    brainmask_file: str | os.PathLike,
+    atlas_files: Mapping[str, str | os.PathLike],
+    responses_files: Mapping[str, str | os.PathLike],
+    expdesign_file: str | os.PathLike,
+    rois: Mapping[str, Mapping],
+    out_dir: str | os.PathLike,
+    zscore: bool = True,
+) -> None:
+    """Write one subject's arrays (see docs/contracts.md, "Ingestion output").
+
+    betas_files: the subject's sessions 1..n in order (.hdf5 or .nii.gz).
+    responses_files: every configured subject's responses.tsv (the test set is the
+    shared images all of them saw). Betas are divided by 300 (percent signal change)
+    and, if ``zscore``, z-scored per voxel within each session.
+    """
+    out_dir = Path(out_dir)
+    n_sessions = len(betas_files)
+    brainmask, affine = nsd.read_volume(brainmask_file)
+    atlases = {}
+    for atlas, file in atlas_files.items():
+        atlases[atlas], _ = nsd.read_volume(file)
+        if atlases[atlas].shape != brainmask.shape:
+            raise nsd.NSDError(f"ROI file {file} has grid {atlases[atlas].shape} but the brain mask {brainmask_file} has {brainmask.shape}: both must come from the same subject's func1pt8mm folder")
+    voxels = roi_voxels(brainmask, atlases, rois)
+    # Column of each ROI's voxels inside the brain-mask voxel list.
+    brain_index = np.full(brainmask.shape, -1, dtype=np.int64)
+    brain_index[tuple(voxels["brain"].T)] = np.arange(len(voxels["brain"]))
+    columns = {name: brain_index[tuple(v.T)] for name, v in voxels.items()}
+
+    responses = {s: nsd.read_responses(f) for s, f in responses_files.items()}
+    table = responses[subject]
+    table = table.loc[table["SESSION"] <= n_sessions].copy()
+    table["trial"] = table.groupby("SESSION").cumcount()
+    sharedix = nsd.read_expdesign(expdesign_file)["sharedix"]
+    test_ids = test_images(responses, sharedix, n_sessions)
+    shared_all = set((sharedix.ravel() - 1).tolist())
+    is_test = table["nsd_id"].isin(test_ids).to_numpy()
+    # Shared images that not every subject saw are in neither split (as in the paper: 982 of 1000).
+    is_train = ~table["nsd_id"].isin(shared_all).to_numpy()
+    train = table.loc[is_train, ["nsd_id", "SESSION", "trial"]].rename(columns={"SESSION": "session"}).reset_index(drop=True)
+    test_row = {nsd_id: k for k, nsd_id in enumerate(test_ids)}
+
+    n_vox = {name: len(c) for name, c in columns.items()}
+    tmp_files, train_maps = {}, {}
+    for name in columns:
+        tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        train_maps[name] = np.lib.format.open_memmap(tmp_files[name], mode="w+", dtype=np.float32, shape=(len(train), n_vox[name]))
+    test_sum = np.zeros((len(test_ids), n_vox["brain"]), dtype=np.float64)
+    test_count = np.zeros(len(test_ids), dtype=np.int64)
+
+    grid = tuple(brainmask.shape)
+    row = 0
+    try:
+        for session, file in enumerate(tqdm(betas_files, desc=f"{subject} sessions", mininterval=10), start=1):
+            sess = table.loc[table["SESSION"] == session]
+            file_grid, n_trials = nsd.betas_grid(file)
+            if file_grid != grid:
+                raise nsd.NSDError(f"betas {file} are on grid {file_grid} but the brain mask {brainmask_file} is {grid}: use betas and ROIs of the same subject and resolution (func1pt8mm)")
+            if n_trials != len(sess):
+                raise nsd.NSDError(f"betas {file} hold {n_trials} trials but responses.tsv lists {len(sess)} for session {session}: the file is incomplete, fetch it again")
+            betas = nsd.read_betas(file, voxels["brain"]).astype(np.float32) / np.float32(nsd.BETA_SCALE)
+            if zscore:
+                betas = zscore_sessionwise(betas)
+            trials = sess["trial"].to_numpy()
+            sess_train = is_train[table["SESSION"].to_numpy() == session]
+            chunk = betas[trials[sess_train]]
+            for name, cols in columns.items():
+                train_maps[name][row : row + len(chunk)] = chunk[:, cols]
+            row += len(chunk)
+            for trial, nsd_id in zip(trials, sess["nsd_id"].to_numpy()):
+                k = test_row.get(nsd_id)
+                if k is not None:
+                    test_sum[k] += betas[trial]
+                    test_count[k] += 1
+        for name, mm in train_maps.items():
+            mm.flush()
+            del mm
+        train_maps.clear()
+        test_mean = (test_sum / np.maximum(test_count, 1)[:, None]).astype(np.float32)
+        for name, cols in columns.items():
+            with atomic_path(out_dir / f"betas_{name}_test.npy") as tmp:
+                np.save(tmp, test_mean[:, cols])
+            with atomic_path(out_dir / f"voxels_{name}.npy") as tmp:
+                np.save(tmp, voxels[name])
+            os.replace(tmp_files[name], out_dir / f"betas_{name}_train.npy")
+        with atomic_path(out_dir / "test.tsv") as tmp:
+            pd.DataFrame({"row": np.arange(len(test_ids)), "nsd_id": test_ids, "n_repeats": test_count}).to_csv(tmp, sep="\t", index=False)
+        with atomic_path(out_dir / "train.tsv") as tmp:
+            train.insert(0, "row", np.arange(len(train)))
+            train.to_csv(tmp, sep="\t", index=False)
+    finally:
+        for file in tmp_files.values():
+            if file.exists():
+                file.unlink()
+    log.info("%s: %d train trials, %d test images, voxels %s", subject, len(train), len(test_ids), n_vox)
+
+
+def stimuli_table(
+    responses_files: Sequence[str | os.PathLike],
+    n_sessions: int,
+    stim_info_file: str | os.PathLike,
+    stimuli_file: str | os.PathLike,
+    caption_files: Mapping[str, str | os.PathLike],
+    out_file: str | os.PathLike,
+) -> None:
+    """Write the images the configured subjects saw (nsd_id cocoId cocoSplit), checking each exists.
+
+    Fails early, naming the file, when an image id is outside imgBrick or an
+    image has no captions in the COCO caption files.
+    """
+    ids = set()
+    for file in responses_files:
+        table = nsd.read_responses(file)
+        ids |= set(table.loc[table["SESSION"] <= n_sessions, "nsd_id"].tolist())
+    ids = np.array(sorted(ids), dtype=np.int64)
+    n_brick = nsd.n_images(stimuli_file)
+    bad = ids[(ids < 0) | (ids >= n_brick)]
+    if bad.size:
+        raise nsd.NSDError(f"responses list image id {int(bad[0])} (0-based) but imgBrick in {stimuli_file} has only {n_brick} images: the stimuli file is incomplete; fetch it again")
+    info = nsd.read_stim_info(stim_info_file)
+    nsd.read_captions(info, caption_files, ids)  # raises, naming the file, if an image has no captions
+    rows = info.set_index("nsdId").loc[ids, ["cocoId", "cocoSplit"]].reset_index().rename(columns={"nsdId": "nsd_id"})
+    with atomic_path(out_file) as tmp:
+        rows.to_csv(tmp, sep="\t", index=False)
