@@ -166,6 +166,25 @@ def test_missing_key_names_key_and_bucket(endpoint, bucket, tmp_path):
     assert not (tmp_path / key).exists() and not list(tmp_path.rglob("*.part"))
 
 
+def test_private_object_fails_naming_key(endpoint, bucket, tmp_path):
+    name, admin = bucket
+    admin.put_object(Bucket=name, Key=KEYS[0], Body=b"secret")  # no public-read ACL
+    with pytest.raises(DownloadError, match=r"nsd_expdesign\.mat' not found \(or not public\)"):
+        download.fetch_nsd_file(KEYS[0], tmp_path / "f", endpoint, name)
+
+
+def test_stale_longer_part_file_is_replaced(endpoint, bucket, tmp_path):
+    name, admin = bucket
+    body = payload(2000)
+    put(admin, name, KEYS[0], body)
+    (tmp_path / "f.part").write_bytes(b"x" * 5000)
+    client = download.s3_client(endpoint)
+    gets = record_gets(client)
+    download.fetch_object(client, name, KEYS[0], tmp_path / "f")
+    assert (tmp_path / "f").read_bytes() == body
+    assert [g.get("Range") for g in gets] == [None]
+
+
 def test_missing_session_says_how_many_the_subject_has(endpoint, bucket, tmp_path):
     name, _ = bucket
     key = nsd.relpath("betas_hdf5", 3, 35)

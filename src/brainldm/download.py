@@ -108,8 +108,8 @@ def _transfer(
     part.touch()
     for attempt in range(1, attempts + 1):
         offset = part.stat().st_size
-        if offset > size:  # left by another version of the object
-            part.unlink()
+        if offset > size:  # left by another version of the object: start afresh
+            os.truncate(part, 0)
             offset = 0
         if offset == size:
             break
@@ -127,6 +127,8 @@ def _transfer(
                     bar.update(len(chunk))
                     if callback is not None:
                         callback(f.tell())
+                    if f.tell() > size:  # not the object that HEAD described
+                        break
                 f.flush()
                 os.fsync(f.fileno())
             break
@@ -198,7 +200,8 @@ def object_size(client, bucket: str, key: str) -> int:
         code = str(err.response.get("Error", {}).get("Code", ""))
         if code in ("404", "NoSuchKey", "NoSuchBucket", "403", "AccessDenied"):
             raise DownloadError(
-                f"key {key!r} not found (or not public) in {_where(client, bucket)} (HTTP {code}): "
+                f"key {key!r} not found{' (or not public)' if code in ('403', 'AccessDenied') else ''} "
+                f"in {_where(client, bucket)} (HTTP {code}): "
                 + _missing_key_hint(key)
             ) from err
         raise DownloadError(f"cannot read key {key!r} in {_where(client, bucket)}: {err}") from err
