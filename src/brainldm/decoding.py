@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +28,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from brainldm.io import atomic_path
 from brainldm.ridge import check_alphas, fit_ridge, pearson_columns, pearson_rows
 
 #: The reference's grid for z and c (codes/utils/ridge.py L40-43), on standardised X.
@@ -298,14 +298,6 @@ def summary_rows(result: DecodingResult, subject: str, settings: DecodingSetting
     return pd.DataFrame(rows)
 
 
-def _atomic(path: str | os.PathLike, suffix: str) -> tuple[Path, str]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    return path, tmp
-
-
 def write_result(result: DecodingResult, npz_path: str | os.PathLike, tsv_path: str | os.PathLike,
                  subject: str, settings: DecodingSettings) -> None:
     """Write ``{target}.npz`` (arrays, see module doc) and the scores TSV, atomically."""
@@ -315,19 +307,28 @@ def write_result(result: DecodingResult, npz_path: str | os.PathLike, tsv_path: 
                   alphas=settings.alpha_grid())
     for key, value in result.shuffled.items():
         arrays[f"shuffled_{key}"] = value
-    npz_path, tmp = _atomic(npz_path, ".npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, npz_path)
-    tsv_path, tmp = _atomic(tsv_path, ".tsv")
-    summary_rows(result, subject, settings).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
-    os.replace(tmp, tsv_path)
+    with atomic_path(npz_path) as tmp:
+        np.savez(tmp, **arrays)
+    with atomic_path(tsv_path) as tmp:
+        summary_rows(result, subject, settings).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
 
 
 def run(train_betas, test_betas, train_tsv, test_tsv, features, npz_path, tsv_path,
-        subject: str, target: str, rois: Sequence[str], settings: dict) -> DecodingResult:
-    """Entry point of workflow/scripts/decode.py: decode and write one subject's target."""
+        subject: str, target: str, rois: Sequence[str], settings: dict,
+        threads: int | None = None) -> DecodingResult:
+    """Entry point of workflow/scripts/decode.py: decode and write one subject's target.
+
+    threads: CPU threads for BLAS and torch (the rule's threads; None = library defaults).
+    """
+    from threadpoolctl import threadpool_limits
+
     s = DecodingSettings(**settings)
-    result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    with threadpool_limits(limits=int(threads) if threads else None):
+        result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
     write_result(result, npz_path, tsv_path, subject, s)
     print(summary_rows(result, subject, s).to_string(index=False), file=sys.stderr, flush=True)
     return result
@@ -336,7 +337,6 @@ def run(train_betas, test_betas, train_tsv, test_tsv, features, npz_path, tsv_pa
 def gather_scores(tsv_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> pd.DataFrame:
     """Concatenate per-subject score tables into one TSV."""
     table = pd.concat([pd.read_csv(p, sep="\t") for p in tsv_paths], ignore_index=True)
-    out_path, tmp = _atomic(out_path, ".tsv")
-    table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
     return table
