@@ -1,0 +1,303 @@
+"""Load a Stable Diffusion v1.x model (real or tiny) through one diffusers code path.
+
+Two sources, one loader:
+
+- a diffusers Stable Diffusion v1.x checkpoint: a hub id such as
+  ``CompVis/stable-diffusion-v1-4`` (read from the local Hugging Face cache) or a
+  folder written by ``save_pretrained``;
+- ``tiny``: a Stable-Diffusion-shaped model with random weights fixed by a seed,
+  built offline by :func:`build_tiny_model` and saved with ``save_pretrained``, so
+  it is loaded by exactly the same ``from_pretrained`` call as SD v1.4.
+
+Pipelines have no safety checker and no feature extractor. They run in float16 on
+CUDA and float32 on the CPU, with a DDIM scheduler (the reference's sampler).
+
+Typical use::
+
+    pipe = load_pipeline("results/models/tiny")            # img2img (features, reconstruction)
+    t2i = text_to_image(pipe)                              # same modules, text-to-image
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+#: Components every Stable Diffusion v1.x folder must hold, with the files that make them.
+REQUIRED_COMPONENTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    # component: (config files (one of), weight-file name prefixes (one of))
+    "vae": (("config.json",), ("diffusion_pytorch_model",)),
+    "unet": (("config.json",), ("diffusion_pytorch_model",)),
+    "text_encoder": (("config.json",), ("model", "pytorch_model")),
+    "tokenizer": (("vocab.json", "tokenizer.json"), ()),
+    "scheduler": (("scheduler_config.json",), ()),
+}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+#: The tiny model's tokenizer files (hand-made CLIP vocabulary, see make_tokenizer.py there).
+TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tiny_tokenizer"
+#: Latent resolution the tiny U-Net is configured for (64 px images -> 4 x 8 x 8 latents).
+TINY_SAMPLE_SIZE = 8
+#: CLIP's context length; Stable Diffusion pads every prompt to it.
+MAX_LENGTH = 77
+
+
+class ModelError(ValueError):
+    """A model that cannot be loaded; the message names the component or file and the fix."""
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """float16 on CUDA, float32 elsewhere."""
+    return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+
+
+# ---------------------------------------------------------------- tiny model
+def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> dict:
+    """The five modules of a tiny SD-shaped model, weights random but fixed by ``seed``.
+
+    VAE: 4 blocks (x8 downsampling, 4 latent channels, scaling factor 0.18215 like SD);
+    U-Net: 2 down / 2 up blocks with cross-attention (dim 32), sample size 8;
+    text encoder: 2-layer CLIP, hidden size 32, vocabulary of the tokenizer files;
+    scheduler: DDIM with SD v1's beta schedule. About 1.1 M parameters.
+    """
+    tokenizer_dir = Path(tokenizer_dir)
+    for name in ("vocab.json", "merges.txt"):
+        if not (tokenizer_dir / name).is_file():
+            raise ModelError(
+                f"tiny tokenizer file {tokenizer_dir / name} is missing: restore it from git "
+                "(or run resources/tiny_tokenizer/make_tokenizer.py)"
+            )
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_LENGTH)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=TINY_SAMPLE_SIZE * 8,
+            scaling_factor=0.18215,
+        )
+        unet = UNet2DConditionModel(
+            sample_size=TINY_SAMPLE_SIZE,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32,
+            layers_per_block=1,
+            attention_head_dim=8,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                max_position_embeddings=MAX_LENGTH,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+
+def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0,
+                     tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> Path:
+    """Build the tiny model and ``save_pretrained`` it into ``out_dir`` (atomically).
+
+    The folder is written next to ``out_dir`` under a temporary name and renamed when
+    complete; an existing ``out_dir`` is replaced. Returns ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    pipe = StableDiffusionImg2ImgPipeline(
+        **build_tiny_components(seed, tokenizer_dir),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        pipe.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+# ---------------------------------------------------------------- loading
+def _download_hint(repo_id: str) -> str:
+    return (
+        f"download it once, with network, into the Hugging Face cache (HF_HOME="
+        f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}):\n"
+        f"    python -c \"from diffusers import StableDiffusionImg2ImgPipeline as P; "
+        f"P.from_pretrained('{repo_id}')\"\n"
+        f"or `hf download {repo_id} --exclude '*.ckpt'` (older huggingface_hub: "
+        f"`huggingface-cli download {repo_id}`); or set model.name to a local folder "
+        "written by save_pretrained, or model.local_files_only: false to let the workflow download it"
+    )
+
+
+def resolve_model(name_or_dir: str | os.PathLike, local_files_only: bool = True) -> str:
+    """The folder (or, when downloads are allowed, the hub id) that ``from_pretrained`` gets.
+
+    A path that exists is returned as is. A hub id (``owner/name``) is looked up in the
+    local Hugging Face cache; with ``local_files_only`` and no cached copy this raises
+    :class:`ModelError` saying how to download it.
+    """
+    name = str(name_or_dir)
+    if name == "tiny":
+        raise ModelError(
+            "model.name 'tiny' is built by the workflow, not loaded by name: load the folder the "
+            "rule build_tiny_model writes (results/models/tiny), see workflow/rules/features.smk"
+        )
+    if Path(name).exists():
+        return name
+    parts = name.split("/")
+    if len(parts) != 2 or not all(parts) or name.startswith((".", "/")):
+        raise ModelError(
+            f"model folder {name} does not exist (and it is not a hub id 'owner/name'): "
+            "fix model.name, or build the tiny model with the rule build_tiny_model"
+        )
+    if not local_files_only:
+        return name
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError) as err:
+        raise ModelError(f"model {name} is not in the local Hugging Face cache ({err.__class__.__name__}); "
+                         + _download_hint(name)) from err
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Raise :class:`ModelError` naming the first missing component or file of a diffusers SD folder."""
+    folder = Path(folder)
+    index = folder / "model_index.json"
+    if not index.is_file():
+        raise ModelError(
+            f"{folder} is not a diffusers model folder: {index} is missing. Point model.name at a "
+            "folder written by save_pretrained (e.g. a Stable Diffusion v1.x snapshot), or rebuild "
+            "the tiny model with the rule build_tiny_model"
+        )
+    try:
+        listed = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{index} is not valid JSON ({err}); the folder is corrupt: save or download it again") from err
+    for component, (configs, weights) in REQUIRED_COMPONENTS.items():
+        where = folder / component
+        entry = listed.get(component)
+        if not entry or entry[0] is None or not where.is_dir():
+            raise ModelError(
+                f"{folder} lacks the component {component!r} ({where} or its entry in model_index.json "
+                "is missing); a Stable Diffusion v1.x folder needs vae, unet, text_encoder, tokenizer and "
+                "scheduler: save or download the model again"
+            )
+        if not any((where / c).is_file() for c in configs):
+            raise ModelError(
+                f"component {component!r} of {folder} is incomplete: {where} has none of {list(configs)}; "
+                "save or download the model again"
+            )
+        if weights and not any(
+            f.name.startswith(weights) and f.name.endswith(_WEIGHT_SUFFIXES) for f in where.iterdir()
+        ):
+            raise ModelError(
+                f"component {component!r} of {folder} has no weights ({where}/{weights[0]}*.safetensors "
+                "or .bin is missing); save or download the model again"
+            )
+
+
+def load_pipeline(name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
+                  local_files_only: bool = True, dtype: torch.dtype | None = None,
+                  ddim: bool = True) -> StableDiffusionImg2ImgPipeline:
+    """Load a Stable Diffusion v1.x model folder or hub id as an img2img pipeline.
+
+    name_or_dir: a folder written by ``save_pretrained`` (the tiny model:
+    ``results/models/tiny``) or a hub id in the local cache (``CompVis/stable-diffusion-v1-4``).
+    device: default CUDA if available, else CPU. dtype: default float16 on CUDA, float32 on CPU.
+    ddim: replace the checkpoint's scheduler by a DDIM scheduler built from its config.
+    No safety checker, no feature extractor. Raises :class:`ModelError` for a folder
+    without the expected components, a hub id not cached (with ``local_files_only``),
+    or a tokenizer that does not cover the text encoder's vocabulary.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    source = resolve_model(name_or_dir, local_files_only)
+    if Path(source).exists():
+        check_model_folder(source)
+    pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
+        source,
+        dtype=dtype,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+        local_files_only=local_files_only,
+    )
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+    # A tokenizer folder without its vocabulary loads as a 2-token tokenizer without an
+    # error (e.g. CLIPTokenizer.from_pretrained of a hub id offline): catch it here.
+    if len(tok) < enc.config.vocab_size:
+        raise ModelError(
+            f"the tokenizer of {name_or_dir} has {len(tok)} tokens but its text encoder expects "
+            f"{enc.config.vocab_size} (a real CLIP tokenizer has > 1000): its vocab.json/merges.txt are "
+            "missing or wrong; save or download the model again"
+        )
+    if tok.model_max_length > enc.config.max_position_embeddings:
+        tok.model_max_length = enc.config.max_position_embeddings
+    if ddim and not isinstance(pipe.scheduler, DDIMScheduler):
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def text_to_image(pipe: StableDiffusionImg2ImgPipeline) -> StableDiffusionPipeline:
+    """A text-to-image pipeline sharing ``pipe``'s modules (no copy, same device and dtype)."""
+    return StableDiffusionPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        scheduler=pipe.scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
