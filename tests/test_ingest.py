@@ -1,0 +1,221 @@
+"""Ingestion: split, averaging, z-scoring and masking on a hand-built case; the planted signal survives;
+bad inputs stop with a message naming the file."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+
+from brainldm import nsd
+from brainldm.ingest import ingest_subject, stimuli_table, zscore_sessionwise
+from brainldm.ridge import fit_ridge, pearson_columns
+
+ROIS = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}
+
+
+def _write_tiny_nsd(root, fmt="hdf5"):
+    """2 subjects, 2 sessions x 4 trials on a 3x2x2 grid; images 0..5, shared = {0, 1}.
+
+    subj01 sees 0,1,2 and 0,1,3 (sessions 1, 2); subj02 sees 0,4 / 0,5 / ... (never 1).
+    Betas value = 100 * nsd_id + 10 * voxel + session (int16 units).
+    """
+    grid = (3, 2, 2)
+    affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    mask = np.zeros(grid, np.uint8)
+    mask[:, :, 0] = 1  # 6 brain voxels with z == 0
+    streams = np.zeros(grid, np.uint8)
+    streams[0, 0, 0] = streams[1, 0, 0] = 1
+    streams[2, 1, 0] = 5
+    streams[2, 1, 1] = 5  # outside the brain mask: must be dropped
+    for subject, seen in (("subj01", [[0, 1, 2, 1], [0, 3, 0, 1]]), ("subj02", [[0, 4, 0, 4], [5, 0, 5, 4]])):
+        for kind, vol in (("brainmask", mask), ("roi_streams", streams), ("roi_prf-visualrois", streams)):
+            file = nsd.path(root, kind, subject)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(vol, affine), str(file))
+        rows = []
+        for session, ids in enumerate(seen, start=1):
+            betas = np.zeros((len(ids),) + grid[::-1], np.int16)  # (trials, z, y, x)
+            for t, img in enumerate(ids):
+                for v, (x, y, z) in enumerate(np.argwhere(mask)):
+                    betas[t, z, y, x] = 100 * img + 10 * v + session
+            file = nsd.path(root, "betas_hdf5", subject, session)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(file, "w") as f:
+                f["betas"] = betas
+            nib.save(nib.Nifti1Image(betas.transpose(3, 2, 1, 0), affine), str(nsd.path(root, "betas_nifti", subject, session)))
+            rows += [{"SUBJECT": int(subject[-1]), "SESSION": session, "RUN": 1, "TRIAL": t + 1, "73KID": img + 1} for t, img in enumerate(ids)]
+        file = nsd.path(root, "responses", subject)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_csv(file, sep="\t", index=False)
+    file = nsd.path(root, "expdesign")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(file, {"sharedix": np.array([[1, 2]]), "masterordering": np.array([[1]]), "subjectim": np.ones((8, 1))})
+    return root
+
+
+def _ingest(root, out, fmt="hdf5", zscore=False, subject="subj01", sessions=(1, 2)):
+    kind = "betas_" + fmt
+    ingest_subject(
+        subject, [nsd.path(root, kind, subject, s) for s in sessions], nsd.path(root, "brainmask", subject),
+        {"streams": nsd.path(root, "roi_streams", subject), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", subject)},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), ROIS, out, zscore=zscore,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "nifti"])
+def test_split_averaging_and_masking_by_hand(tmp_path, fmt):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    out = tmp_path / "out"
+    _ingest(root, out, fmt)
+    test = pd.read_csv(out / "test.tsv", sep="\t")
+    train = pd.read_csv(out / "train.tsv", sep="\t")
+    # image 0 is shared and seen by both subjects -> test; image 1 is shared but subj02 never saw it -> neither split
+    assert test["nsd_id"].tolist() == [0] and test["n_repeats"].tolist() == [3]
+    assert train["nsd_id"].tolist() == [2, 3] and train["session"].tolist() == [1, 2] and train["trial"].tolist() == [2, 1]
+    brain_train = np.load(out / "betas_brain_train.npy")
+    assert brain_train.dtype == np.float32 and brain_train.shape == (2, 6)
+    np.testing.assert_allclose(brain_train[0], (200 + 10 * np.arange(6) + 1) / 300, rtol=1e-6)  # divided by 300
+    np.testing.assert_allclose(brain_train[1], (300 + 10 * np.arange(6) + 2) / 300, rtol=1e-6)
+    # test = mean over the 3 repetitions (sessions 1, 2, 2)
+    np.testing.assert_allclose(np.load(out / "betas_brain_test.npy")[0], (10 * np.arange(6) + (1 + 2 + 2) / 3) / 300, rtol=1e-6)
+    voxels = np.load(out / "voxels_brain.npy")
+    assert voxels.shape == (6, 3) and np.all(voxels[:, 2] == 0)
+    assert np.load(out / "voxels_early.npy").tolist() == [[0, 0, 0], [1, 0, 0]]
+    assert np.load(out / "voxels_ventral.npy").tolist() == [[2, 1, 0]]  # the voxel outside the mask is dropped
+    early = np.load(out / "betas_early_train.npy")
+    brain_cols = [voxels.tolist().index(v) for v in np.load(out / "voxels_early.npy").tolist()]
+    np.testing.assert_array_equal(early, brain_train[:, brain_cols])
+
+
+def test_zscore_within_each_session(tmp_path):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    _ingest(root, tmp_path / "out", zscore=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(3, 2, size=(50, 4)).astype(np.float32)
+    z = zscore_sessionwise(x)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(0), 1, atol=1e-5)
+    # in the tiny case the session-1 trial of image 2 is z-scored over session 1's 4 trials (ids 0,1,2,1)
+    session1 = np.array([0, 100, 200, 100], dtype=np.float32) / 300
+    expected = (200 / 300 - session1.mean()) / session1.std()
+    assert np.load(tmp_path / "out" / "betas_brain_train.npy")[0, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_planted_signal_is_recoverable_from_early_voxels(synthetic_root, tmp_path):
+    """A ridge fit on ingested early betas predicts held-out low-level image features; shuffled trials do not."""
+    out = tmp_path / "subj01"
+    root = synthetic_root
+    ingest_subject(
+        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
+        {"streams": nsd.path(root, "roi_streams", "subj01"), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", "subj01")},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), ROIS, out,
+    )
+    low = np.load(root / "ground_truth" / "low_level.npy").reshape(1400, -1)
+    train = pd.read_csv(out / "train.tsv", sep="\t")
+    test = pd.read_csv(out / "test.tsv", sep="\t")
+    assert len(test) == 40 and (test["n_repeats"] == 3).all() and len(train) == 480
+    X_train, X_test = np.load(out / "betas_early_train.npy"), np.load(out / "betas_early_test.npy")
+    alphas = np.logspace(0, 5, 11)
+    fit = fit_ridge(X_train, low[train["nsd_id"]], alphas, cv=5, backend="numpy")
+    r = pearson_columns(fit.predict(X_test), low[test["nsd_id"]])
+    # The null: the same fit on shuffled trial order. Pixel-like features share a dominant factor
+    # (overall brightness), so single shuffles scatter widely; their average is near 0 and none comes close.
+    r_shuffled = []
+    for seed in range(5):
+        ids = np.random.default_rng(seed).permutation(train["nsd_id"])
+        shuffled = fit_ridge(X_train, low[ids], alphas, cv=5, backend="numpy")
+        r_shuffled.append(np.nanmean(pearson_columns(shuffled.predict(X_test), low[test["nsd_id"]])))
+    assert np.nanmean(r) > 0.7
+    assert abs(np.mean(r_shuffled)) < 0.25
+    assert np.nanmean(r) > max(r_shuffled) + 0.2
+    # ventral voxels carry the semantic attributes (which correlate with pixels: background colour),
+    # not the pixels themselves: they predict low-level features worse
+    fit_v = fit_ridge(np.load(out / "betas_ventral_train.npy"), low[train["nsd_id"]], alphas, cv=5, backend="numpy")
+    assert np.nanmean(pearson_columns(fit_v.predict(np.load(out / "betas_ventral_test.npy")), low[test["nsd_id"]])) < np.nanmean(r)
+
+
+# ---------------------------------------------------------------- bad input
+def test_missing_session_names_the_file(tmp_path):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    nsd.path(root, "betas_hdf5", "subj01", 2).unlink()
+    with pytest.raises(nsd.NSDError, match=r"missing NSD file .*betas_session02\.hdf5.*download"):
+        _ingest(root, tmp_path / "out")
+    assert not (tmp_path / "out" / "train.tsv").exists()
+
+
+def test_grid_mismatch_names_both_files(tmp_path):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    file = nsd.path(root, "betas_hdf5", "subj01", 1)
+    with h5py.File(file, "w") as f:
+        f["betas"] = np.zeros((4, 2, 2, 4), np.int16)
+    with pytest.raises(nsd.NSDError, match=r"betas_session01\.hdf5 are on grid \(4, 2, 2\).*brainmask\.nii\.gz is \(3, 2, 2\)"):
+        _ingest(root, tmp_path / "out")
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "nifti"])
+def test_truncated_betas_name_the_file(tmp_path, fmt):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    file = nsd.path(root, "betas_" + fmt, "subj01", 2)
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 2])
+    suffix = r"hdf5" if fmt == "hdf5" else r"nii\.gz"
+    with pytest.raises(nsd.NSDError, match=r"betas_session02\." + suffix + ".*corrupt or truncated"):
+        _ingest(root, tmp_path / "out", fmt)
+
+
+def test_earlier_outputs_survive_a_failed_rerun(tmp_path):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    out = tmp_path / "out"
+    _ingest(root, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    nsd.path(root, "betas_hdf5", "subj01", 2).write_bytes(b"not hdf5")
+    with pytest.raises(nsd.NSDError):
+        _ingest(root, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten, no temporaries left
+
+
+def test_roi_without_voxels_is_named(tmp_path):
+    root = _write_tiny_nsd(tmp_path / "nsd")
+    with pytest.raises(nsd.NSDError, match="ROI 'parietal' has no voxels.*ingest.rois"):
+        ingest_subject(
+            "subj01", [nsd.path(root, "betas_hdf5", "subj01", 1)], nsd.path(root, "brainmask", "subj01"),
+            {"streams": nsd.path(root, "roi_streams", "subj01")}, {"subj01": nsd.path(root, "responses", "subj01")},
+            nsd.path(root, "expdesign"), {"parietal": {"atlas": "streams", "labels": [7]}}, tmp_path / "out",
+        )
+
+
+def test_unknown_subject():
+    with pytest.raises(nsd.NSDError, match="unknown subject 9.*subj01..subj08"):
+        nsd.subject_name(9)
+    with pytest.raises(nsd.NSDError, match="unknown subject 'subjXY'"):
+        nsd.relpath("responses", "subjXY")
+
+
+def test_image_id_outside_imgbrick_and_missing_captions(synthetic_root, tmp_path):
+    root = synthetic_root
+    files = {"train2017": nsd.path(root, "captions_train"), "val2017": nsd.path(root, "captions_val")}
+    with pytest.raises(nsd.NSDError, match=r"image id 1400 is outside imgBrick of .*nsd_stimuli\.hdf5 \(1400 images\)"):
+        nsd.read_images(nsd.path(root, "stimuli"), [0, 1400])
+    # a caption file that lacks one image's cocoId
+    info = nsd.read_stim_info(nsd.path(root, "stim_info"))
+    responses = nsd.read_responses(nsd.path(root, "responses", "subj01"))
+    first = int(responses["nsd_id"].iloc[0])
+    split = info.loc[first, "cocoSplit"]
+    kind = "captions_train" if split == "train2017" else "captions_val"
+    import json
+
+    coco = json.loads(nsd.path(root, kind).read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] != int(info.loc[first, "cocoId"])]
+    broken = tmp_path / f"captions_{split}.json"
+    broken.write_text(json.dumps(coco))
+    files[split] = broken
+    with pytest.raises(nsd.NSDError, match=rf"caption file .*captions_{split}\.json has no captions for cocoId {int(info.loc[first, 'cocoId'])}"):
+        stimuli_table([nsd.path(root, "responses", "subj01")], 4, nsd.path(root, "stim_info"), nsd.path(root, "stimuli"), files, tmp_path / "s.tsv")
+    assert not (tmp_path / "s.tsv").exists()
