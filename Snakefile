@@ -7,8 +7,10 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # The rule scripts import the brainldm package from src/, in any software environment.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(
+        p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
+    )
 )
 
 

@@ -1,34 +1,13 @@
 # Data stage: the synthetic mini-NSD (data.source: synthetic) or the real NSD
 # (download rules below), then ingestion into per-subject arrays.
 
-INGEST_FILES = ["train.tsv", "test.tsv"] + [
-    f"{kind}_{roi}{suffix}"
-    for roi in ROIS
-    for kind, suffix in (("betas", "_train.npy"), ("betas", "_test.npy"), ("voxels", ".npy"))
-]
-
-
-def ingest_outputs(subject="{subject}"):
-    """The files ingestion writes for one subject (see docs/contracts.md)."""
-    return [f"results/{subject}/ingest/{name}" for name in INGEST_FILES]
-
-
 if SYNTHETIC:
-
-    def synthetic_outputs():
-        """Every NSD file the generator writes: both betas formats, plus the ground truth."""
-        files = all_nsd_files()
-        other = "nifti" if config["data"]["betas_format"] == "hdf5" else "hdf5"
-        files += [nsd_file("betas_" + other, s, n) for s in SUBJECTS for n in SESSIONS]
-        files += [os.path.join(NSD_ROOT, "ground_truth", f"{s}.npz") for s in SUBJECTS]
-        return files
 
     rule synthetic_nsd:
         """Write the synthetic mini-NSD in NSD's layout, with a planted brain-feature relation."""
         output:
             synthetic_outputs(),
         params:
-            root=NSD_ROOT,
             subjects=config["data"]["subjects"],
             n_sessions=config["data"]["n_sessions"],
             synthetic=config["synthetic"],
@@ -74,9 +53,9 @@ rule ingest:
     """One subject's betas -> float32 train/test arrays per ROI (divided by 300, z-scored per session)."""
     input:
         betas=betas_files,
-        brainmask=lambda w: subject_files(w.subject)["brainmask"],
-        streams=lambda w: subject_files(w.subject)["streams"],
-        prf=lambda w: subject_files(w.subject)["prf"],
+        brainmask=subject_input("brainmask"),
+        streams=subject_input("streams"),
+        prf=subject_input("prf"),
         responses=[subject_files(s)["responses"] for s in SUBJECTS],
         expdesign=nsd_file("expdesign"),
     output:
@@ -108,24 +87,6 @@ TARGETS += ["results/stimuli/stimuli.tsv"] + [f for s in SUBJECTS for f in inges
 # keys, and COCO's caption JSONs. Defined only for the real data, so they never
 # compete with the synthetic generator, which writes the same paths.
 if not SYNTHETIC:
-
-    # Keys of the files the method reads (see brainldm.nsd.relpath); nothing else.
-    NSD_KEY_PATTERN = (
-        r"(?:nsddata/experiments/nsd/nsd_(?:expdesign\.mat|stim_info_merged\.csv)"
-        r"|nsddata/ppdata/subj0[1-8]/behav/responses\.tsv"
-        r"|nsddata/ppdata/subj0[1-8]/func1pt8mm/(?:brainmask|roi/[A-Za-z0-9_-]+)\.nii\.gz"
-        r"|nsddata_betas/ppdata/subj0[1-8]/func1pt8mm/betas_fithrf_GLMdenoise_RR/"
-        r"betas_session\d\d\.(?:hdf5|nii\.gz)"
-        r"|nsddata_stimuli/stimuli/nsd/nsd_stimuli\.hdf5)"
-    )
-
-    def download_runtime(wildcards):
-        """Minutes to allow for one NSD file on a slow (~1-2 MB/s) link."""
-        if wildcards.key.endswith("nsd_stimuli.hdf5"):  # ~37 GB
-            return 720
-        if wildcards.key.startswith("nsddata_betas/"):  # ~1 GB per session
-            return 60
-        return 15
 
     rule download_nsd:
         """Fetch every NSD file the configured subjects and sessions need."""

@@ -1,4 +1,5 @@
 """Rule synthetic_nsd: write the synthetic mini-NSD."""
+from brainldm import nsd
 from brainldm.logs import redirect_to_log
 from brainldm.synthetic import SyntheticDesign, write_synthetic_nsd
 
@@ -10,4 +11,6 @@ with redirect_to_log(snakemake.log[0]):
         n_shared_images=s["n_shared_images"], n_images=s["n_images"], image_size=s["image_size"],
         snr=s["snr"], seed=s["seed"],
     )
-    write_synthetic_nsd(p.root, design, p.pycortex_cache)
+    expdesign = str(snakemake.output[0])  # the first output; nsd_root is the part before its NSD key
+    root = expdesign[: -len(nsd.relpath("expdesign"))]
+    write_synthetic_nsd(root, design, p.pycortex_cache)
