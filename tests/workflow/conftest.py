@@ -29,6 +29,13 @@ REPO = Path(__file__).resolve().parents[2]
 # Overrides merged over config/demo.yaml for the test runs: the demo, made smaller
 # where a stage allows it, so that the shared run stays within the test budget.
 TEST_CONFIG: dict = {}
+# What the shared demo run (and every command without explicit targets) asks for;
+# empty: `rule all`.
+DEMO_TARGETS: list[str] = [
+    "results/stimuli/stimuli.tsv",
+    "results/subj01/ingest/train.tsv",
+    "results/subj02/ingest/train.tsv",
+]
 
 def snakemake_command() -> list[str]:
     """`python -m snakemake` with the interpreter running the tests (the project venv)."""
@@ -80,6 +87,7 @@ class WorkflowRun:
     """A scratch copy of the workflow and the commands run in it."""
 
     workdir: Path
+    targets: list[str] = field(default_factory=lambda: list(DEMO_TARGETS))
     history: list[subprocess.CompletedProcess] = field(default_factory=list)
 
     @property
@@ -96,9 +104,12 @@ class WorkflowRun:
     ) -> subprocess.CompletedProcess:
         """Run `snakemake --configfile demo+test <args>` in the copy; output captured.
 
-        Fails the test (showing the output's end) if `check` and the exit code is not 0.
+        Without explicit targets (after "--") asks for `self.targets`. Fails the test
+        (showing the output's end) if `check` and the exit code is not 0.
         """
         cmd = snakemake_command() + self.config_args + ["--cores", str(cores), *args]
+        if "--" not in args and self.targets:
+            cmd += ["--", *self.targets]
         env = workflow_env(self.workdir)
         env.update(extra_env or {})
         proc = subprocess.run(
@@ -135,7 +146,7 @@ class WorkflowRun:
             ignore=shutil.ignore_patterns("locks", "incomplete"),
             dirs_exist_ok=True,
         )
-        return WorkflowRun(dest)
+        return WorkflowRun(dest, targets=list(self.targets))
 
 
 def parse_dry_run(text: str) -> dict[str, int]:
@@ -190,11 +201,19 @@ def tree_digests(root: Path, pattern: str = "**/*") -> dict[str, str]:
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> WorkflowRun:
     """One finished run of the demo DAG (with TEST_CONFIG), shared by the workflow
-    tests. Tests that change files work on `demo_run.clone(tmp_path / ...)`."""
-    run = WorkflowRun(copy_workflow(tmp_path_factory.mktemp("demo_run")))
-    start = time.monotonic()
+    tests. Tests that change files work on `demo_run.clone(tmp_path / ...)`.
+
+    BRAINLDM_TEST_DEMO_RUN=<folder> keeps the run in <folder> (made on first use) for
+    later sessions instead; only for developing these tests.
+    """
+    reuse = os.environ.get("BRAINLDM_TEST_DEMO_RUN")
+    if reuse:  # while developing these tests: a finished run kept from an earlier session
+        run = WorkflowRun(Path(reuse))
+        if not (run.workdir / "Snakefile").exists():
+            copy_workflow(run.workdir)
+    else:
+        run = WorkflowRun(copy_workflow(tmp_path_factory.mktemp("demo_run")))
     run.snakemake()
-    run.seconds = time.monotonic() - start  # type: ignore[attr-defined]
     return run
 
 
@@ -356,8 +375,10 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
     munge_socket = munge_run_dir / "munge.socket"
 
     cpus = os.cpu_count() or 2
+    # slurmd drains a node that has less memory than configured: offer 90 % of it.
+    mem_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
     conf = d / "slurm.conf"
-    conf.write_text(slurm_conf_text(d, munge_socket, cpus=cpus, mem_mb=8000))
+    conf.write_text(slurm_conf_text(d, munge_socket, cpus=cpus, mem_mb=mem_mb))
 
     backup = None
     if SLURM_CONF_LINK.is_symlink() or SLURM_CONF_LINK.exists():
@@ -448,3 +469,107 @@ def chromium_screenshot(
         html.resolve().as_uri(),
     ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+# --- the rule graph ----------------------------------------------------------------
+
+
+def rule_graph(run: WorkflowRun, *targets: str) -> dict[str, set[str]]:
+    """{rule: rules that consume its outputs} from `snakemake --rulegraph dot`."""
+    proc = run.snakemake("--rulegraph", "dot", *(["--", *targets] if targets else []))
+    labels: dict[str, str] = {}
+    children: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if "[label" in line:
+            node, rest = line.split("[", 1)
+            labels[node] = rest.split('"')[1]
+        elif "->" in line:
+            a, b = (x.strip() for x in line.split("->"))
+            children.setdefault(a, set()).add(b)
+    return {labels[n]: {labels[c] for c in children.get(n, ())} for n in labels}
+
+
+def downstream(graph: dict[str, set[str]], rule: str) -> set[str]:
+    """`rule` and every rule that (transitively) consumes its outputs."""
+    seen, todo = {rule}, [rule]
+    while todo:
+        for child in graph.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+def upstream(graph: dict[str, set[str]], rule: str) -> set[str]:
+    """`rule` and every rule it (transitively) depends on."""
+    parents: dict[str, set[str]] = {}
+    for r, kids in graph.items():
+        for k in kids:
+            parents.setdefault(k, set()).add(r)
+    return downstream(parents, rule)
+
+
+# --- comparing outputs by content ------------------------------------------------------
+
+
+def content_difference(a: Path, b: Path) -> str | None:
+    """None if files `a` and `b` hold the same data, else a short description.
+
+    Compares what the file holds, not its bytes, where a format stores write times:
+    .npy/.npz arrays, every HDF5 dataset and attribute, NIfTI data and affine (gzip
+    headers carry an mtime), MATLAB variables (the header has a date), PNG pixels. Anything else byte for byte.
+    """
+    import numpy as np
+
+    name = a.name
+    if name.endswith(".npy"):
+        x, y = np.load(a), np.load(b)
+        return None if x.dtype == y.dtype and np.array_equal(x, y) else "array differs"
+    if name.endswith(".npz"):
+        with np.load(a) as x, np.load(b) as y:
+            if sorted(x.files) != sorted(y.files):
+                return f"keys {sorted(x.files)} != {sorted(y.files)}"
+            bad = [k for k in x.files if not np.array_equal(x[k], y[k])]
+            return f"arrays {bad} differ" if bad else None
+    if name.endswith((".h5", ".hdf5")):
+        import h5py
+
+        def items(f):
+            out = {}
+            f.visititems(lambda k, v: out.__setitem__(k, v))
+            return out
+
+        with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+            ia, ib = items(fa), items(fb)
+            if sorted(ia) != sorted(ib):
+                return f"objects {sorted(ia)} != {sorted(ib)}"
+            for k in ia:
+                if isinstance(ia[k], h5py.Dataset) and not np.array_equal(ia[k][()], ib[k][()]):
+                    return f"dataset {k} differs"
+                if dict(ia[k].attrs).keys() != dict(ib[k].attrs).keys():
+                    return f"attrs of {k} differ"
+        return None
+    if name.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        x, y = nib.load(a), nib.load(b)
+        same = np.array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj)) and np.allclose(
+            x.affine, y.affine
+        )
+        return None if same else "NIfTI data or affine differs"
+    if name.endswith(".mat"):  # the header holds the creation time
+        from scipy.io import loadmat
+
+        x, y = loadmat(a), loadmat(b)
+        keys = sorted(k for k in x if not k.startswith("__"))
+        if keys != sorted(k for k in y if not k.startswith("__")):
+            return "variables differ"
+        bad = [k for k in keys if not np.array_equal(x[k], y[k])]
+        return f"variables {bad} differ" if bad else None
+    if name.endswith(".png"):
+        from PIL import Image
+
+        same = np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+        return None if same else "pixels differ"
+    return None if a.read_bytes() == b.read_bytes() else "bytes differ"
