@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 from brainldm import reconstruct  # noqa: E402
 from brainldm.reconstruct import ReconSettings, ReconstructionError  # noqa: E402
 
-SETTINGS = dict(image_size=64, num_inference_steps=5, n_samples=2, shards=2, grid_images=3, seed=7)
+SETTINGS = dict(image_size=64, num_inference_steps=5, n_samples=2, shards=2, batch_size=2, grid_images=3, seed=7)
 N_TEST = 3
 
 
@@ -67,10 +67,18 @@ def test_same_seed_same_images(tiny, decoded, shards, tmp_path):
     other = reconstruct.reconstruct_shard(tiny, decoded / "z.npz", decoded / "c.npz", tmp_path / "x.h5",
                                           "subj01", 0, dict(SETTINGS, seed=8), device="cpu",
                                           threads=1)
-    with h5py.File(shards[0], "r") as a, h5py.File(again, "r") as b, h5py.File(other, "r") as c:
+    single = reconstruct.reconstruct_shard(tiny, decoded / "z.npz", decoded / "c.npz", tmp_path / "1.h5",
+                                           "subj01", 0, dict(SETTINGS, batch_size=1), device="cpu",
+                                           threads=1)
+    with h5py.File(shards[0], "r") as a, h5py.File(again, "r") as b, h5py.File(other, "r") as c, \
+            h5py.File(single, "r") as d:
+        assert len(a["nsd_id"]) == 2  # a batch of two test images
         for k in ("z", "c", "zc"):
             np.testing.assert_array_equal(a[k][:], b[k][:])
             assert not np.array_equal(a[k][:], c[k][:])
+            # each (image, sample) has its own generator: batching does not change the images
+            # beyond float rounding
+            assert np.abs(a[k][:].astype(int) - d[k][:].astype(int)).max() <= 2
 
 
 def test_gather_writes_the_contract_and_a_grid(shards, decoded, tmp_path):

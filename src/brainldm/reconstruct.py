@@ -48,6 +48,7 @@ class ReconSettings:
     n_samples: int = 5
     seed: int = 42
     shards: int = 50
+    batch_size: int = 1
     grid_images: int = 8
     grid_metric: str = "pixcorr"
 
@@ -55,6 +56,7 @@ class ReconSettings:
         checks = [
             ("n_samples", self.n_samples >= 1, "an integer >= 1 (the reference: 5)"),
             ("shards", self.shards >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
             ("num_inference_steps", self.num_inference_steps >= 1, "an integer >= 1 (the reference: 50)"),
             ("strength", 0 < self.strength <= 1, "a number in (0, 1] (the reference: 0.8)"),
             ("eta", self.eta >= 0, "a number >= 0 (the reference: 0)"),
@@ -187,26 +189,35 @@ class Reconstructor:
     def _generators(self, seeds: Sequence[int]):
         return [self.torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
-    def generate(self, z: np.ndarray, c: np.ndarray, seeds: Sequence[int]) -> dict[str, np.ndarray]:
-        """All conditions for one test image: {condition: (n_samples, H, W, 3) uint8}."""
+    def generate(self, z: np.ndarray, c: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """All conditions for a batch of b test images.
+
+        z: (b, 4, h, w), c: (b, 77, d), seeds: (b, n_samples) ints.
+        Returns {condition: (b, n_samples, H, W, 3) uint8}. Every (image, sample) has its
+        own generator, so an image's samples do not depend on the other images of the batch.
+        """
         torch, s = self.torch, self.s
-        n = len(seeds)
-        cond = torch.from_numpy(c[None]).to(self.device, self.dtype).expand(n, -1, -1).contiguous()
-        empty = self.empty.expand(n, -1, -1).contiguous()
-        init = self.init_image(z)
+        seeds = np.asarray(seeds)
+        b, n = seeds.shape
+        flat_seeds = seeds.reshape(-1)
+        cond = torch.from_numpy(np.repeat(c, n, axis=0)).to(self.device, self.dtype)
+        empty = self.empty.expand(b * n, -1, -1).contiguous()
+        init = [image for zi in z for image in [self.init_image(zi)] * n]
         common = dict(num_inference_steps=s.num_inference_steps, eta=s.eta, output_type="np")
         out = {}
         with torch.no_grad():
             out["zc"] = self.pipe(image=init, strength=s.strength, prompt_embeds=cond,
                                   negative_prompt_embeds=empty, guidance_scale=s.guidance_scale,
-                                  generator=self._generators(seeds), **common).images
+                                  generator=self._generators(flat_seeds), **common).images
             out["z"] = self.pipe(image=init, strength=s.strength, prompt_embeds=empty,
                                  negative_prompt_embeds=empty, guidance_scale=1.0,
-                                 generator=self._generators(seeds), **common).images
+                                 generator=self._generators(flat_seeds), **common).images
             out["c"] = self.t2i(prompt_embeds=cond, negative_prompt_embeds=empty,
                                 guidance_scale=s.guidance_scale, height=s.image_size,
-                                width=s.image_size, generator=self._generators(seeds), **common).images
-        return {k: to_uint8(np.asarray(v)) for k, v in out.items()}
+                                width=s.image_size, generator=self._generators(flat_seeds),
+                                **common).images
+        size = s.image_size
+        return {k: to_uint8(np.asarray(v)).reshape(b, n, size, size, 3) for k, v in out.items()}
 
 
 def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: str, shard: int,
@@ -241,12 +252,15 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
                      for k in CONDITIONS}
             for key, value in asdict(s).items():
                 f.attrs[key] = value
-            for row, i in enumerate(tqdm(idx, desc=f"{subject} shard {shard}", file=sys.stderr,
-                                         mininterval=10, dynamic_ncols=False)):
-                seeds = [sample_seed(s.seed, subject, nsd_ids[i], k) for k in range(s.n_samples)]
-                images = rec.generate(z[i], c[i], seeds)
+            starts = range(0, len(idx), s.batch_size)
+            for start in tqdm(starts, desc=f"{subject} shard {shard} (batches of {s.batch_size})",
+                              file=sys.stderr, mininterval=10, dynamic_ncols=False):
+                rows = idx[start:start + s.batch_size]
+                seeds = np.array([[sample_seed(s.seed, subject, nsd_ids[i], k) for k in range(s.n_samples)]
+                                  for i in rows])
+                images = rec.generate(z[rows], c[rows], seeds)
                 for key in CONDITIONS:
-                    dsets[key][row] = images[key]
+                    dsets[key][start:start + len(rows)] = images[key]
     return Path(out_h5)
 
 

@@ -2,6 +2,8 @@
 # src/brainldm/decoding.py): one job per subject and target.
 DECODING = config["decoding"]
 DECODING_TARGETS = dict(DECODING["targets"])
+# himalaya on a GPU (torch_cuda, or auto where one is present) for the big c decoder.
+DECODING_GPU = 1 if DECODING["backend"] in ("auto", "torch_cuda") else 0
 for _target, _rois in DECODING_TARGETS.items():
     for _roi in _rois:
         if _roi not in ROIS:
@@ -70,9 +72,9 @@ rule decode:
     resources:
         mem_mb=decoding_mem_mb,
         runtime=decoding_runtime,
-        gpu=1 if DECODING["backend"] in ("auto", "torch_cuda") else 0,
+        gpu=DECODING_GPU,
     conda:
-        "../envs/gpu.yaml"
+        "../envs/gpu.yaml" if DECODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/decode.py"
 

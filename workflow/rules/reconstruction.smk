@@ -1,1 +1,75 @@
-# Filled by the reconstruction stage (see docs/contracts.md).
+# Images from decoded z and c (see docs/contracts.md and src/brainldm/reconstruct.py):
+# the test images of each subject are split into reconstruction.shards jobs (GPU
+# jobs with a real model), then gathered into recons.h5 and grid.png.
+RECON = config["reconstruction"]
+RECON_SHARDS = list(range(RECON["shards"]))
+# The tiny model is CPU work (one thread each, so two jobs share the 2 demo cores).
+RECON_GPU = 0 if TINY_MODEL else 1
+RECON_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
+RECON_THREADS = 1 if TINY_MODEL else 2
+
+
+def recon_runtime(wildcards):
+    """Minutes per shard: about 40 s per test image with SD v1.4 on one GPU for the
+    three conditions x 5 samples at 512 px, with a wide margin."""
+    if TINY_MODEL:
+        return 10
+    images = -(-1000 // RECON["shards"])  # NSD's shared images, at most 1000
+    return int(10 + 2 * images * RECON["n_samples"] / 5)
+
+
+rule reconstruct_shard:
+    """Reconstruct one shard of one subject's test images: zc, z-only and c-only."""
+    input:
+        z="results/{subject}/decoding/z.npz",
+        c="results/{subject}/decoding/c.npz",
+        model=model_inputs(),
+    output:
+        "results/{subject}/reconstruction/shards/{shard}.h5",
+    params:
+        model=model_path(),
+        device=model_device(),
+        settings=dict(RECON),
+    log:
+        "results/logs/reconstruction/{subject}_shard{shard}.log",
+    benchmark:
+        "results/benchmarks/reconstruction/{subject}_shard{shard}.tsv"
+    threads: RECON_THREADS
+    resources:
+        mem_mb=2000 if TINY_MODEL else 16000,
+        runtime=recon_runtime,
+        gpu=RECON_GPU,
+    conda:
+        RECON_ENV
+    script:
+        "../scripts/reconstruct_shard.py"
+
+
+rule reconstruct_gather:
+    """All shards of one subject into recons.h5 (with the originals) and grid.png."""
+    input:
+        shards=expand("results/{{subject}}/reconstruction/shards/{shard}.h5", shard=RECON_SHARDS),
+        z="results/{subject}/decoding/z.npz",
+        stimuli=nsd_file("stimuli"),
+    output:
+        h5="results/{subject}/reconstruction/recons.h5",
+        grid="results/{subject}/reconstruction/grid.png",
+    params:
+        settings=dict(RECON),
+    log:
+        "results/logs/reconstruction/{subject}_gather.log",
+    benchmark:
+        "results/benchmarks/reconstruction/{subject}_gather.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30 if not TINY_MODEL else 5,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/reconstruct_gather.py"
+
+
+TARGETS += expand(
+    "results/{subject}/reconstruction/{name}", subject=SUBJECTS, name=["recons.h5", "grid.png"]
+)
