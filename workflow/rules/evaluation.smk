@@ -1,1 +1,86 @@
-# Filled by the evaluation stage (see docs/contracts.md).
+# Evaluation of the reconstructions (see docs/contracts.md and src/brainldm/metrics.py):
+# per subject, every test image and sample through each metric network once
+# (scores.tsv, sample_scores.tsv); then the subjects pooled into metrics.csv/.md/.png
+# and the Wilcoxon comparisons of the conditions.
+EVAL = config["evaluation"]
+# Random-weight networks are demo work on the CPU (one thread each, so two subjects
+# share the 2 demo cores); pretrained ViT-L/14 and friends want a GPU.
+EVAL_RANDOM = EVAL["metrics_weights"] == "random"
+EVAL_GPU = 0 if EVAL_RANDOM else 1
+EVAL_ENV = "../envs/cpu.yaml" if EVAL_RANDOM else "../envs/gpu.yaml"
+EVAL_THREADS = 1 if EVAL_RANDOM else 2
+
+
+def evaluation_weights():
+    """The config keys that decide the networks' weights (tracked as params)."""
+    return {
+        "mode": EVAL["metrics_weights"],
+        "seed": EVAL["seed"],
+        "torch_weights_dir": EVAL["torch_weights_dir"],
+        "clip_model": EVAL["clip_model"],
+        "swav_weights": EVAL["swav_weights"],
+    }
+
+
+rule evaluate_subject:
+    """Score one subject's reconstructions: identification (both conventions), PixCorr, SSIM, distances."""
+    input:
+        "results/{subject}/reconstruction/recons.h5",
+    output:
+        scores="results/{subject}/evaluation/scores.tsv",
+        samples="results/{subject}/evaluation/sample_scores.tsv",
+    params:
+        weights=evaluation_weights(),
+        conditions=list(EVAL["conditions"]),
+        batch_size=EVAL["batch_size"],
+    log:
+        "results/logs/evaluation/{subject}_scores.log",
+    benchmark:
+        "results/benchmarks/evaluation/{subject}_scores.tsv"
+    threads: EVAL_THREADS
+    resources:
+        mem_mb=3000 if EVAL_RANDOM else 12000,
+        runtime=15 if EVAL_RANDOM else 180,
+        gpu=EVAL_GPU,
+    conda:
+        EVAL_ENV
+    script:
+        "../scripts/evaluate_subject.py"
+
+
+rule evaluation_summary:
+    """Pool the subjects: metrics table (CSV, Markdown), Fig.-5-like bars, Wilcoxon tests."""
+    input:
+        expand("results/{subject}/evaluation/scores.tsv", subject=SUBJECTS),
+    output:
+        csv="results/evaluation/metrics.csv",
+        md="results/evaluation/metrics.md",
+        png="results/evaluation/metrics.png",
+        wilcoxon="results/evaluation/wilcoxon.tsv",
+    params:
+        conditions=list(EVAL["conditions"]),
+        alpha=EVAL["alpha"],
+    log:
+        "results/logs/evaluation/summary.log",
+    benchmark:
+        "results/benchmarks/evaluation/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/evaluate_summary.py"
+
+
+TARGETS += [
+    "results/evaluation/metrics.csv",
+    "results/evaluation/metrics.md",
+    "results/evaluation/metrics.png",
+    "results/evaluation/wilcoxon.tsv",
+] + expand(
+    "results/{subject}/evaluation/{name}.tsv",
+    subject=SUBJECTS,
+    name=["scores", "sample_scores"],
+)

@@ -1,0 +1,446 @@
+"""Evaluation of the reconstructions: per-image scores, the metrics table, its figure, statistics.
+
+Two steps, one per rule:
+
+1. :func:`evaluate_subject` reads ``results/{subject}/reconstruction/recons.h5`` and writes
+   per-image scores (``scores.tsv``) and per-sample similarities (``sample_scores.tsv``).
+   Every image goes through each network once; features of the reconstructions are
+   reduced to correlations with the originals batch by batch, so memory stays small.
+2. :func:`summarize` pools the subjects and writes ``metrics.csv`` (tidy), ``metrics.md``,
+   ``metrics.png`` (like Fig. 5 of Takagi & Nishimoto) and ``wilcoxon.tsv``.
+
+Units of ``accuracy`` (column ``unit``): two-way identification in percent correct
+(chance 50); PixCorr a Pearson r and SSIM an index (higher is better); EffNet-B1 and SwAV
+a correlation distance 1 - r (lower is better). All numbers use every sample: a
+best-of-samples selection for figures lives in :mod:`brainldm.selection`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from brainldm import identification as ident
+from brainldm.io import atomic_path
+from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
+
+log = logging.getLogger(__name__)
+
+CONDITIONS = ("z", "c", "zc")
+POOLED = "all"
+
+#: Subjects' test images are pooled by averaging each image's score over subjects.
+SCORE_COLUMNS = ["subject", "nsd_id", "condition", "convention", "metric", "unit", "score", "weights"]
+SAMPLE_COLUMNS = ["subject", "nsd_id", "condition", "sample", "convention", "metric", "similarity", "weights"]
+METRIC_COLUMNS = ["subject", "condition", "convention", "metric", "accuracy", "sem", "n", "weights", "unit"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One column of the table: how it is scored and displayed."""
+
+    convention: str
+    metric: str
+    label: str
+    unit: str
+
+
+UNIT_IDENT = "percent correct (two-way)"
+UNIT_R = "pearson r"
+UNIT_SSIM = "ssim"
+UNIT_DIST = "correlation distance"
+
+#: Every metric, in table order.
+METRICS: tuple[Metric, ...] = (
+    Metric("takagi", "alexnet5", "AlexNet(5)", UNIT_IDENT),
+    Metric("takagi", "alexnet12", "AlexNet(12)", UNIT_IDENT),
+    Metric("takagi", "alexnet18", "AlexNet(18)", UNIT_IDENT),
+    Metric("takagi", "inception", "Inception", UNIT_IDENT),
+    Metric("takagi", "clip", "CLIP", UNIT_IDENT),
+    Metric("takagi", "clip_h6", "CLIP h6", UNIT_IDENT),
+    Metric("takagi", "clip_h12", "CLIP h12", UNIT_IDENT),
+    Metric("mindeye", "pixcorr", "PixCorr", UNIT_R),
+    Metric("mindeye", "ssim", "SSIM", UNIT_SSIM),
+    Metric("mindeye", "alexnet2", "AlexNet(2)", UNIT_IDENT),
+    Metric("mindeye", "alexnet5", "AlexNet(5)", UNIT_IDENT),
+    Metric("mindeye", "inception", "Inception", UNIT_IDENT),
+    Metric("mindeye", "clip", "CLIP", UNIT_IDENT),
+    Metric("mindeye", "effnet_b1", "EffNet-B1", UNIT_DIST),
+    Metric("mindeye", "swav", "SwAV", UNIT_DIST),
+)
+_BY_KEY = {f"{m.convention}/{m.metric}": m for m in METRICS}
+CONVENTION_TITLES = {"takagi": "Takagi & Nishimoto", "mindeye": "Brain-Diffuser / MindEye"}
+
+
+class EvaluationInputError(ValueError):
+    """A reconstruction file or config value the evaluation cannot use; says which and why."""
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def check_recons(f: h5py.File, path: str, conditions: tuple[str, ...]) -> tuple[int, int]:
+    """Check recons.h5 against docs/contracts.md; returns (n_test, n_samples)."""
+    missing = [k for k in ("nsd_id", "original", *conditions) if k not in f]
+    if missing:
+        raise EvaluationInputError(
+            f"{path} lacks dataset(s) {missing}; the reconstruction stage must write nsd_id, "
+            f"original and {list(conditions)} (see docs/contracts.md), or change evaluation.conditions"
+        )
+    n = f["nsd_id"].shape[0] if f["nsd_id"].ndim == 1 else -1
+    orig = f["original"]
+    if n < 2 or orig.ndim != 4 or orig.shape[0] != n or orig.shape[-1] != 3 or orig.dtype != np.uint8:
+        raise EvaluationInputError(
+            f"{path}: nsd_id {f['nsd_id'].shape} and original {orig.shape} {orig.dtype} must be "
+            "(n_test,) and (n_test, H, W, 3) uint8 with n_test >= 2; rerun the reconstruction stage"
+        )
+    n_samples = None
+    for cond in conditions:
+        ds = f[cond]
+        if ds.ndim != 5 or ds.shape[0] != n or ds.shape[-1] != 3 or ds.dtype != np.uint8 or ds.shape[1] < 1:
+            raise EvaluationInputError(
+                f"{path}: dataset {cond!r} is {ds.shape} {ds.dtype}; expected (n_test={n}, n_samples, H, W, 3) "
+                "uint8; rerun the reconstruction stage"
+            )
+        if n_samples not in (None, ds.shape[1]):
+            raise EvaluationInputError(f"{path}: conditions have different n_samples ({n_samples} vs {ds.shape[1]})")
+        n_samples = ds.shape[1]
+    return n, int(n_samples)
+
+
+def _write_tsv(df: pd.DataFrame, path: str | Path, sep: str = "\t") -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep=sep, index=False, float_format="%.6g")
+
+
+# ---------------------------------------------------------------------------- step 1
+
+
+def score_subject(
+    recons_path: str,
+    subject: str,
+    weights: WeightsConfig,
+    conditions: tuple[str, ...] = CONDITIONS,
+    batch_size: int = 16,
+    networks: MetricNetworks | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score one subject's reconstructions with every metric.
+
+    Returns (scores, sample_scores): per image and metric the score in the metric's unit
+    (columns :data:`SCORE_COLUMNS`), and per image, sample and feature space the
+    similarity of that sample to its original (Pearson r, or SSIM; :data:`SAMPLE_COLUMNS`).
+    """
+    nets = networks or MetricNetworks(weights)
+    for key, reason in nets.unavailable.items():
+        log.warning("%s: weights unavailable, its scores are NaN: %s", key, reason)
+    try:
+        f = h5py.File(recons_path, "r")
+    except OSError as err:
+        raise EvaluationInputError(f"cannot open {recons_path} as HDF5 ({err}); rerun the reconstruction stage") from err
+    with f:
+        n, s = check_recons(f, recons_path, conditions)
+        nsd_id = f["nsd_id"][:].astype(np.int64)
+        original = f["original"][:]
+        step = max(1, batch_size)
+        orig_z: dict[str, list[np.ndarray]] = {}
+        for a in range(0, n, step):
+            for key, x in nets.extract(original[a : a + step]).items():
+                orig_z.setdefault(key, []).append(ident.standardize_rows(x))
+        orig_feats = {k: np.concatenate(v) for k, v in orig_z.items()}
+
+        per_image: list[dict] = []
+        per_sample: list[pd.DataFrame] = []
+        images_per_batch = max(1, batch_size // s)
+        for cond in conditions:
+            ds = f[cond]
+            r = {k: np.full((n, n, s), np.nan) for k in orig_feats}
+            pix = np.full((n, s), np.nan)
+            ssim = np.full((n, s), np.nan)
+            starts = range(0, n, images_per_batch)
+            for a in tqdm(starts, desc=f"{subject} {cond}", file=sys.stderr, mininterval=5, dynamic_ncols=False):
+                b = min(n, a + images_per_batch)
+                recon = ds[a:b]  # (m, s, H, W, 3)
+                flat = recon.reshape((-1,) + recon.shape[2:])
+                for key, x in nets.extract(flat).items():
+                    z = ident.standardize_rows(x)
+                    r[key][:, a:b, :] = (orig_feats[key] @ z.T).reshape(n, b - a, s)
+                po = pixel_images(original[a:b])
+                pr = pixel_images(recon)
+                pix[a:b] = ident.pixel_correlations(po, pr)
+                ssim[a:b] = ident.ssim_scores(po, pr)
+            scores = _image_scores(r, pix, ssim, nets, n)
+            for key, values in scores.items():
+                conv, metric = key.split("/")
+                m = _BY_KEY[key]
+                w = _weights_of(key, nets)
+                per_image += [
+                    dict(subject=subject, nsd_id=int(i), condition=cond, convention=conv, metric=metric,
+                         unit=m.unit, score=float(v), weights=w)
+                    for i, v in zip(nsd_id, values)
+                ]
+            sims = {f"{sp.convention}/{sp.metric}": ident.own_correlations(r[sp.key]) for sp in FEATURE_SPECS if sp.key in r}
+            sims["mindeye/pixcorr"], sims["mindeye/ssim"] = pix, ssim
+            for key, sim in sims.items():
+                conv, metric = key.split("/")
+                per_sample.append(pd.DataFrame(dict(
+                    subject=subject, nsd_id=np.repeat(nsd_id, s), condition=cond,
+                    sample=np.tile(np.arange(s), n), convention=conv, metric=metric,
+                    similarity=sim.reshape(-1), weights=_weights_of(key, nets),
+                )))
+    return pd.DataFrame(per_image, columns=SCORE_COLUMNS), pd.concat(per_sample, ignore_index=True)[SAMPLE_COLUMNS]
+
+
+def _weights_of(key: str, nets: MetricNetworks) -> str:
+    return nets.weights.get(key, "none (pixels)")
+
+
+def _image_scores(r: dict, pix: np.ndarray, ssim: np.ndarray, nets: MetricNetworks, n: int) -> dict[str, np.ndarray]:
+    """Per-image score of every metric (NaN for unavailable networks)."""
+    out: dict[str, np.ndarray] = {}
+    for spec in FEATURE_SPECS:
+        key = spec.key
+        if key not in r:
+            out[key] = np.full(n, np.nan)
+        elif spec.kind == "distance":
+            out[key] = ident.correlation_distance(r[key])
+        elif spec.convention == "takagi":
+            out[key] = 100.0 * ident.takagi_identification(r[key])
+        else:
+            out[key] = 100.0 * ident.two_way_identification(r[key])
+    out["mindeye/pixcorr"] = pix.mean(axis=1)
+    out["mindeye/ssim"] = ssim.mean(axis=1)
+    return {m.convention + "/" + m.metric: out[m.convention + "/" + m.metric] for m in METRICS}
+
+
+def evaluate_subject(
+    recons_path: str,
+    subject: str,
+    scores_path: str,
+    sample_scores_path: str,
+    weights: dict | WeightsConfig,
+    conditions: list[str] | tuple[str, ...] = CONDITIONS,
+    batch_size: int = 16,
+) -> None:
+    """Rule evaluate_subject: recons.h5 -> scores.tsv and sample_scores.tsv (see :func:`score_subject`)."""
+    cfg = weights if isinstance(weights, WeightsConfig) else WeightsConfig(**weights)
+    scores, samples = score_subject(recons_path, subject, cfg, tuple(conditions), batch_size)
+    _write_tsv(scores, scores_path)
+    _write_tsv(samples, sample_scores_path)
+
+
+# ---------------------------------------------------------------------------- step 2
+
+
+def pool_subjects(scores: pd.DataFrame) -> pd.DataFrame:
+    """Add subject "all": each image's score averaged over the subjects that have it."""
+    keys = ["nsd_id", "condition", "convention", "metric"]
+    pooled = (
+        scores.groupby(keys, sort=False, dropna=False)
+        .agg(score=("score", "mean"), unit=("unit", "first"),
+             weights=("weights", lambda w: ";".join(dict.fromkeys(w))))
+        .reset_index()
+    )
+    pooled["subject"] = POOLED
+    return pd.concat([scores, pooled[SCORE_COLUMNS]], ignore_index=True)
+
+
+def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per-image scores (with the pooled subject) -> tidy table of :data:`METRIC_COLUMNS`.
+
+    accuracy: mean over images; sem: scipy.stats.sem over images; n: images with a score.
+    """
+    rows = []
+    for (subj, cond, conv, metric), g in scores.groupby(["subject", "condition", "convention", "metric"], sort=False):
+        v = g["score"].to_numpy(float)
+        ok = ~np.isnan(v)
+        rows.append(dict(
+            subject=subj, condition=cond, convention=conv, metric=metric,
+            accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=ident.sem(v), n=int(ok.sum()),
+            weights=";".join(dict.fromkeys(g["weights"])), unit=g["unit"].iloc[0],
+        ))
+    return _ordered(pd.DataFrame(rows, columns=METRIC_COLUMNS))
+
+
+def _ordered(df: pd.DataFrame, conditions: tuple[str, ...] | None = None) -> pd.DataFrame:
+    subjects = sorted(s for s in df["subject"].unique() if s != POOLED) + [POOLED]
+    order = {f"{m.convention}/{m.metric}": i for i, m in enumerate(METRICS)}
+    conds = list(conditions or dict.fromkeys(df["condition"])) if "condition" in df else []
+    key = df["convention"] + "/" + df["metric"]
+    df = df.assign(_s=df["subject"].map({s: i for i, s in enumerate(subjects)}), _m=key.map(order))
+    sort = ["_s", "_m"]
+    if "condition" in df:
+        df["_c"] = df["condition"].map({c: i for i, c in enumerate(conds)})
+        sort.append("_c")
+    return df.sort_values(sort, kind="stable").drop(columns=[c for c in ("_s", "_m", "_c") if c in df]).reset_index(drop=True)
+
+
+def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: float = 0.05) -> pd.DataFrame:
+    """Conditions compared per subject (incl. pooled), convention and metric.
+
+    Two-sided Wilcoxon signed-rank across images, paired by nsd_id; p-values Holm-corrected
+    within each subject's family (all its metrics x condition pairs).
+    """
+    parts = []
+    for (subj, conv, metric), g in scores.groupby(["subject", "convention", "metric"], sort=False):
+        wide = g.pivot_table(index="nsd_id", columns="condition", values="score", aggfunc="first", dropna=False)
+        present = [c for c in conditions if c in wide]
+        res = ident.wilcoxon_pairs({c: wide[c].to_numpy(float) for c in present})
+        res.insert(0, "metric", metric)
+        res.insert(0, "convention", conv)
+        res.insert(0, "subject", subj)
+        res["weights"] = ";".join(dict.fromkeys(g["weights"]))
+        parts.append(res)
+    out = pd.concat(parts, ignore_index=True)
+    out["p_holm"] = np.nan
+    for subj, idx in out.groupby("subject").groups.items():
+        out.loc[idx, "p_holm"] = ident.holm(out.loc[idx, "p_value"].to_numpy(float))
+    out["significant"] = out["p_holm"] < alpha
+    return _ordered(out)
+
+
+def _fmt(x: float, unit: str) -> str:
+    if math.isnan(x):
+        return "n/a"
+    return f"{x:.1f}" if unit == UNIT_IDENT else f"{x:.3f}"
+
+
+def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[str, ...]) -> str:
+    """The metrics table (mean ± SEM per condition) and the significant comparisons, as Markdown."""
+    lines = ["# Reconstruction quality", ""]
+    modes = sorted(set(table["weights"]))
+    if any(w.startswith("random") for w in modes):
+        lines += ["**Random network weights** (`evaluation.metrics_weights: random`): these numbers test the "
+                  "pipeline and are not comparable with published ones.", ""]
+    lines += ["Two-way identification in % correct (chance 50); PixCorr (r) and SSIM higher is better; "
+              "EffNet-B1 and SwAV correlation distance lower is better. Mean ± SEM over test images; "
+              "subject `all` averages each image over subjects first. `n/a`: network weights unavailable.", ""]
+    for conv, title in CONVENTION_TITLES.items():
+        sub = table[table["convention"] == conv]
+        if sub.empty:
+            continue
+        lines += [f"## {title} convention", "",
+                  "| subject | metric | " + " | ".join(conditions) + " | n | weights |",
+                  "|---|---|" + "---|" * len(conditions) + "---|---|"]
+        for (subj, metric), g in sub.groupby(["subject", "metric"], sort=False):
+            m = _BY_KEY[f"{conv}/{metric}"]
+            cells = []
+            for c in conditions:
+                row = g[g["condition"] == c]
+                if row.empty:
+                    cells.append("")
+                    continue
+                acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
+                cells.append(_fmt(acc, m.unit) + ("" if math.isnan(se) else f" ± {_fmt(se, m.unit)}"))
+            lines.append(f"| {subj} | {m.label} | " + " | ".join(cells)
+                         + f" | {int(g['n'].max())} | {';'.join(dict.fromkeys(g['weights']))} |")
+        lines.append("")
+    sig = tests[tests["significant"]]
+    lines += ["## Condition comparisons", "",
+              f"Two-sided Wilcoxon signed-rank across images, Holm-corrected within each subject: "
+              f"{int(tests['significant'].sum())} of {int(tests['p_holm'].notna().sum())} tests significant "
+              "(full table: wilcoxon.tsv).", ""]
+    if not sig.empty:
+        lines += ["| subject | convention | metric | pair | median diff | p (Holm) |", "|---|---|---|---|---|---|"]
+        for _, t in sig.iterrows():
+            lines.append(f"| {t.subject} | {t.convention} | {_BY_KEY[t.convention + '/' + t.metric].label} | "
+                         f"{t.condition_a} vs {t.condition_b} | {t.median_difference:.3g} | {t.p_holm:.2g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+_COLORS = {"z": "#4C72B0", "c": "#DD8452", "zc": "#55A868"}
+
+
+def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, ...]) -> None:
+    """Bars per metric x condition with SEM error bars, one row per subject (last: pooled).
+
+    Panels: Takagi identification, MindEye identification (chance line at 50%), MindEye
+    pixel and distance metrics. Unavailable metrics are marked "n/a".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    subjects = list(dict.fromkeys(table["subject"]))
+    panels = [
+        ("takagi", [m for m in METRICS if m.convention == "takagi"], "% correct"),
+        ("mindeye", [m for m in METRICS if m.convention == "mindeye" and m.unit == UNIT_IDENT], "% correct"),
+        ("mindeye", [m for m in METRICS if m.convention == "mindeye" and m.unit != UNIT_IDENT], "r / SSIM / distance"),
+    ]
+    titles = ["Takagi & Nishimoto: identification", "Brain-Diffuser/MindEye: identification",
+              "PixCorr, SSIM (↑)  EffNet-B1, SwAV distance (↓)"]
+    fig, axes = plt.subplots(len(subjects), 3, figsize=(15, 2.8 * len(subjects) + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [7, 4, 4]})
+    width = 0.8 / len(conditions)
+    for row, subj in enumerate(subjects):
+        for col, ((conv, metrics, ylabel), title) in enumerate(zip(panels, titles)):
+            ax = axes[row, col]
+            sub = table[(table["subject"] == subj) & (table["convention"] == conv)]
+            for ci, cond in enumerate(conditions):
+                vals, errs = [], []
+                for m in metrics:
+                    r = sub[(sub["metric"] == m.metric) & (sub["condition"] == cond)]
+                    vals.append(float(r["accuracy"].iloc[0]) if len(r) else np.nan)
+                    errs.append(float(r["sem"].iloc[0]) if len(r) else np.nan)
+                x = np.arange(len(metrics)) + (ci - (len(conditions) - 1) / 2) * width
+                ax.bar(x, np.nan_to_num(vals), width, yerr=np.nan_to_num(errs), capsize=2,
+                       color=_COLORS.get(cond), label=cond if (row == 0 and col == 0) else None)
+                for xi, v in zip(x, vals):
+                    if np.isnan(v):
+                        ax.text(xi, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7,
+                                transform=ax.get_xaxis_transform())
+            if ylabel == "% correct":
+                ax.axhline(50, color="k", ls="--", lw=0.8)
+                ax.set_ylim(0, 100)
+            ax.set_xticks(np.arange(len(metrics)), [m.label for m in metrics], fontsize=8)
+            ax.set_ylabel(f"{subj}\n{ylabel}" if col == 0 else ylabel, fontsize=8)
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    weights = sorted(set(table["weights"]))
+    note = "random network weights: not comparable with published numbers" if any(
+        w.startswith("random") for w in weights) else "pretrained weights"
+    fig.suptitle(f"Reconstruction quality per condition (mean ± SEM over images; {note})", fontsize=10)
+    fig.legend(loc="upper right", ncol=len(conditions), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def summarize(
+    scores_paths: list[str],
+    metrics_csv: str,
+    metrics_md: str,
+    metrics_png: str,
+    wilcoxon_tsv: str,
+    conditions: list[str] | tuple[str, ...] = CONDITIONS,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Rule evaluation_summary: per-subject scores.tsv files -> metrics.csv/.md/.png and wilcoxon.tsv."""
+    conditions = tuple(conditions)
+    frames = []
+    for p in scores_paths:
+        df = pd.read_csv(p, sep="\t", dtype={"subject": str})
+        missing = set(SCORE_COLUMNS) - set(df.columns)
+        if missing:
+            raise EvaluationInputError(f"{p} lacks columns {sorted(missing)}; rerun rule evaluate_subject")
+        frames.append(df[SCORE_COLUMNS])
+    scores = pool_subjects(pd.concat(frames, ignore_index=True))
+    table = metrics_table(scores)
+    tests = wilcoxon_table(scores, conditions, alpha)
+    with atomic_path(metrics_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    _write_tsv(tests, wilcoxon_tsv)
+    with atomic_path(metrics_md) as tmp:
+        tmp.write_text(markdown_table(table, tests, conditions))
+    plot_metrics(table, metrics_png, conditions)
+    return table

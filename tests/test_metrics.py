@@ -1,0 +1,175 @@
+"""Evaluation end to end on fake recons.h5 files with random-weight networks, plus bad inputs."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainldm import metrics, selection
+from brainldm.metric_features import MetricNetworks, MetricWeightsError, WeightsConfig
+
+N, S, H = 4, 2, 32
+NOISE = {"z": 10.0, "c": 60.0, "zc": 120.0}  # z closest to the originals, zc farthest
+
+
+def write_recons(path, seed: int, n: int = N, s: int = S) -> None:
+    """A recons.h5 per docs/contracts.md: reconstructions = originals + condition noise."""
+    rng = np.random.default_rng(seed)
+    orig = rng.integers(0, 256, (n, H, H, 3), dtype=np.uint8)
+    with h5py.File(path, "w") as f:
+        f["nsd_id"] = np.arange(n, dtype=np.int64) * 10
+        f["original"] = orig
+        for cond, sd in NOISE.items():
+            noisy = orig[:, None].astype(float) + rng.normal(0, sd, (n, s, H, H, 3))
+            f[cond] = np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return MetricNetworks(WeightsConfig(mode="random", seed=0), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, nets):
+    """subj01 scored by the networks; subj02 its scores plus noise (the networks are the slow part)."""
+    tmp = tmp_path_factory.mktemp("eval")
+    write_recons(tmp / "subj01.h5", 0)
+    out = {"subj01": metrics.score_subject(str(tmp / "subj01.h5"), "subj01", WeightsConfig(mode="random"),
+                                           batch_size=8, networks=nets)}
+    scores, samples = (df.assign(subject="subj02") for df in out["subj01"])
+    scores["score"] += np.random.default_rng(1).normal(0, 0.01, len(scores))
+    out["subj02"] = (scores, samples)
+    return tmp, out
+
+
+def test_scores_cover_every_metric_condition_and_image(scored):
+    _, out = scored
+    scores, samples = out["subj01"]
+    assert list(scores.columns) == metrics.SCORE_COLUMNS
+    assert len(scores) == len(metrics.METRICS) * 3 * N
+    assert scores["score"].notna().all()
+    assert (scores["weights"] != "").all()
+    assert set(scores.loc[scores["metric"] == "pixcorr", "weights"]) == {"none (pixels)"}
+    assert set(scores.loc[scores["metric"] == "clip_h6", "weights"]) == {"random(seed=0,small-config)"}
+    ident = scores[scores["unit"] == metrics.UNIT_IDENT]["score"]
+    assert ident.between(0, 100).all()
+    # the planted ordering: z (little noise) is closer to the originals than zc (much noise)
+    mean = scores.groupby(["metric", "condition"])["score"].mean()
+    assert mean[("pixcorr", "z")] > mean[("pixcorr", "zc")]
+    assert mean[("ssim", "z")] > mean[("ssim", "zc")]
+    assert mean[("swav", "z")] < mean[("swav", "zc")]  # a distance
+    # z reconstructions are near copies: identified perfectly by pixels-near features
+    assert mean[("alexnet2", "z")] == 100
+    assert len(samples) == (len(metrics.METRICS) - 2 + 2) * 3 * N * S
+    assert set(samples["sample"]) == set(range(S))
+
+
+def test_summary_outputs(scored, tmp_path):
+    tmp, out = scored
+    paths = []
+    for subject, (scores, _) in out.items():
+        p = tmp_path / f"{subject}_scores.tsv"
+        scores.to_csv(p, sep="\t", index=False)
+        paths.append(str(p))
+    o = {k: tmp_path / "evaluation" / f"{k}" for k in ("metrics.csv", "metrics.md", "metrics.png", "wilcoxon.tsv")}
+    metrics.summarize(paths, str(o["metrics.csv"]), str(o["metrics.md"]), str(o["metrics.png"]),
+                      str(o["wilcoxon.tsv"]), conditions=["z", "c", "zc"])
+    table = pd.read_csv(o["metrics.csv"])
+    assert list(table.columns) == metrics.METRIC_COLUMNS
+    assert set(table["subject"]) == {"subj01", "subj02", "all"}
+    assert len(table) == 3 * 3 * len(metrics.METRICS)
+    # pooled = mean over images of the per-image mean over subjects
+    both = pd.concat([s for s, _ in out.values()])
+    sel = both[(both["metric"] == "pixcorr") & (both["condition"] == "c")]
+    per_image = sel.groupby("nsd_id")["score"].mean()
+    row = table[(table["subject"] == "all") & (table["metric"] == "pixcorr") & (table["condition"] == "c")].iloc[0]
+    assert row["accuracy"] == pytest.approx(per_image.mean(), rel=1e-5)
+    assert row["n"] == N
+    tests = pd.read_csv(o["wilcoxon.tsv"], sep="\t")
+    assert len(tests) == 3 * len(metrics.METRICS) * 3
+    assert tests["p_holm"].dropna().ge(tests["p_value"].dropna()).all()
+    md = o["metrics.md"].read_text()
+    assert "Random network weights" in md and "| all | PixCorr |" in md
+    assert o["metrics.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unavailable_pretrained_weights_are_reported(tmp_path):
+    write_recons(tmp_path / "r.h5", 3, n=3, s=1)
+    cfg = WeightsConfig(mode="pretrained", torch_weights_dir=str(tmp_path / "none"),
+                        clip_model=str(tmp_path / "no-clip"), swav_weights="")
+    nets = MetricNetworks(cfg, device="cpu")
+    assert set(nets.unavailable) == {s.key for s in nets.specs}
+    scores, _ = metrics.score_subject(str(tmp_path / "r.h5"), "subj01", cfg, networks=nets)
+    net_rows = scores[~scores["metric"].isin(["pixcorr", "ssim"])]
+    assert (net_rows["weights"] == "unavailable").all() and net_rows["score"].isna().all()
+    assert scores.loc[scores["metric"].isin(["pixcorr", "ssim"]), "score"].notna().all()
+    table = metrics.metrics_table(metrics.pool_subjects(scores))
+    row = table[(table["metric"] == "swav") & (table["subject"] == "all")].iloc[0]
+    assert row["weights"] == "unavailable" and np.isnan(row["accuracy"]) and row["n"] == 0
+
+
+def test_corrupt_weights_file_names_the_file(tmp_path):
+    (tmp_path / "alexnet-owt-7be5be79.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(MetricWeightsError, match="alexnet-owt-7be5be79.pth"):
+        from brainldm.metric_features import load_network
+
+        load_network("alexnet", WeightsConfig(mode="pretrained", torch_weights_dir=str(tmp_path)))
+
+
+def test_bad_weights_mode_names_the_key():
+    with pytest.raises(MetricWeightsError, match="evaluation.metrics_weights"):
+        WeightsConfig(mode="imagenet")
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: f.__delitem__("zc"), r"lacks dataset\(s\) \['zc'\]"),
+        (lambda f: (f.__delitem__("c"), f.create_dataset("c", data=np.zeros((N, S, H, H), np.uint8))), "dataset 'c'"),
+        (lambda f: (f.__delitem__("z"), f.create_dataset("z", data=np.zeros((N, S, H, H, 3), np.float32))), "uint8"),
+        (lambda f: (f.__delitem__("nsd_id"), f.create_dataset("nsd_id", data=np.arange(N + 1))), "n_test >= 2"),
+    ],
+)
+def test_bad_recons_files_are_named(tmp_path, nets, damage, message):
+    path = tmp_path / "recons.h5"
+    write_recons(path, 0)
+    with h5py.File(path, "a") as f:
+        damage(f)
+    with pytest.raises(metrics.EvaluationInputError, match=message) as err:
+        metrics.score_subject(str(path), "subj01", WeightsConfig(mode="random"), networks=nets)
+    assert str(path) in str(err.value)
+
+
+def test_corrupt_or_missing_recons_file(tmp_path, nets):
+    bad = tmp_path / "recons.h5"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(metrics.EvaluationInputError, match="cannot open .*recons.h5 as HDF5"):
+        metrics.score_subject(str(bad), "subj01", WeightsConfig(mode="random"), networks=nets)
+    with pytest.raises(metrics.EvaluationInputError, match="missing.h5"):
+        metrics.score_subject(str(tmp_path / "missing.h5"), "subj01", WeightsConfig(mode="random"), networks=nets)
+
+
+def test_bad_scores_table_is_named(tmp_path):
+    p = tmp_path / "scores.tsv"
+    pd.DataFrame({"subject": ["subj01"], "score": [1.0]}).to_csv(p, sep="\t", index=False)
+    with pytest.raises(metrics.EvaluationInputError, match="scores.tsv lacks columns"):
+        metrics.summarize([str(p)], *(str(tmp_path / n) for n in ("a.csv", "a.md", "a.png", "a.tsv")))
+
+
+def test_best_sample_selection(scored):
+    rng = np.random.default_rng(7)
+    orig = rng.integers(0, 256, (3, H, H, 3), dtype=np.uint8)
+    samples = rng.integers(0, 256, (3, 3, H, H, 3), dtype=np.uint8)
+    samples[0, 2], samples[1, 0], samples[2, 1] = orig[0], orig[1], orig[2]
+    for metric in ("pixcorr", "ssim", "takagi/clip"):
+        np.testing.assert_array_equal(selection.best_sample_indices(orig, samples, metric), [2, 0, 1])
+    with pytest.raises(ValueError, match="unknown selection metric"):
+        selection.best_sample_indices(orig, samples, "lpips")
+    _, out = scored
+    _, table = out["subj01"]
+    best = selection.best_samples_from_table(table, "zc", "pixcorr")
+    sel = table[(table["condition"] == "zc") & (table["metric"] == "pixcorr")]
+    want = sel.loc[sel.groupby("nsd_id")["similarity"].idxmax(), ["nsd_id", "sample"]].set_index("nsd_id")["sample"]
+    pd.testing.assert_series_equal(best, want, check_names=False)

@@ -1,0 +1,18 @@
+"""Rule evaluate_subject: recons.h5 -> per-image scores and per-sample similarities."""
+import torch
+
+from brainldm.logs import redirect_to_log
+from brainldm.metrics import evaluate_subject
+
+with redirect_to_log(snakemake.log[0]):
+    torch.set_num_threads(snakemake.threads)
+    p = snakemake.params
+    evaluate_subject(
+        recons_path=snakemake.input[0],
+        subject=snakemake.wildcards.subject,
+        scores_path=snakemake.output.scores,
+        sample_scores_path=snakemake.output.samples,
+        weights=dict(p.weights),
+        conditions=list(p.conditions),
+        batch_size=p.batch_size,
+    )
