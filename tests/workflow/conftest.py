@@ -56,7 +56,8 @@ def workflow_env(workdir: Path) -> dict[str, str]:
 
 
 def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
-    """Copy Snakefile, workflow/ and config/ of the repository into `dest`.
+    """Copy Snakefile, workflow/, config/ and resources/ (without the NSD download
+    folder resources/nsd) of the repository into `dest`.
 
     Writes `config/test.yaml` with TEST_CONFIG updated by `config_overrides` (merged
     over config/demo.yaml by `WorkflowRun.config_args`). Returns `dest`.
@@ -66,6 +67,14 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
     for folder in ("workflow", "config"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
+    # Small inputs shipped with the repository (the tiny tokenizer), not downloads.
+    shutil.copytree(
+        REPO / "resources",
+        dest / "resources",
+        ignore=lambda d, names: [n for n in ignore(d, names)]
+        + (["nsd"] if Path(d) == REPO / "resources" else []),
+        dirs_exist_ok=True,
+    )
     overrides = deep_update(dict(TEST_CONFIG), config_overrides or {})
     (dest / "config" / "test.yaml").write_text(yaml.safe_dump(overrides or {}))
     return dest
@@ -410,6 +419,28 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
         ).stdout.strip()
         return out == "idle"
 
+    def cancel_jobs() -> None:
+        """scancel every job of this cluster and wait until their processes are gone
+        (slurmstepd outlives slurmd otherwise); kill leftovers by pid."""
+        def run(*cmd: str) -> str:
+            return subprocess.run(cmd, env=env, capture_output=True, text=True).stdout
+
+        jobs = run("squeue", "-h", "-o", "%i").split()
+        if not jobs:
+            return
+        pids = [int(line.split()[0]) for line in run("scontrol", "listpids").splitlines()[1:]
+                if line.split() and line.split()[0].isdigit()]
+        run("scancel", *jobs)
+        try:
+            _wait_for(lambda: not run("squeue", "-h", "-o", "%i").split(), 30, "cancelled jobs")
+        except RuntimeError:
+            pass
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     try:
         start(
             "munged",
@@ -432,6 +463,8 @@ def local_slurm(tmp_path_factory) -> Iterator[LocalSlurm]:
         _wait_for(node_idle, 60, "the SLURM node to become idle", cluster.logs)
         yield cluster
     finally:
+        if "slurmd" in procs:
+            cancel_jobs()
         _stop(procs)
         SLURM_CONF_LINK.unlink(missing_ok=True)
         if backup is not None:
