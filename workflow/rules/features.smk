@@ -1,1 +1,146 @@
-# Filled by the features stage (see docs/contracts.md).
+# LDM features of every stimulus a configured subject saw (see docs/contracts.md and
+# src/brainldm/{models,features,feature_shards}.py): z, c, zc and U-Net activations,
+# one rule per family, each resumable from its shards in results/features/shards/.
+include: "models.smk"
+
+
+rule build_tiny_model:
+    """Build the tiny Stable-Diffusion-shaped model (random weights fixed by model.tiny_seed)."""
+    input:
+        vocab=os.path.join(TINY_TOKENIZER_DIR, "vocab.json"),
+        merges=os.path.join(TINY_TOKENIZER_DIR, "merges.txt"),
+    output:
+        f"{TINY_MODEL_DIR}/model_index.json",
+    params:
+        seed=MODEL["tiny_seed"],
+    log:
+        "results/logs/features/build_tiny_model.log",
+    benchmark:
+        "results/benchmarks/features/build_tiny_model.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=5,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/build_tiny_model.py"
+
+
+rule features_z:
+    """z: VAE latents of the stimuli at features.z_resolution, x the scaling factor."""
+    input:
+        table="results/stimuli/stimuli.tsv",
+        stimuli=nsd_file("stimuli"),
+        model=model_inputs(),
+    output:
+        "results/features/z.h5",
+    params:
+        settings=features_settings("z"),
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
+        device=model_device(),
+    log:
+        "results/logs/features/features_z.log",
+    benchmark:
+        "results/benchmarks/features/features_z.tsv"
+    threads: FEATURES_THREADS
+    resources:
+        mem_mb=FEATURES_MEM_MB["z"],
+        runtime=FEATURES_RUNTIME["z"],
+        gpu=FEATURES_GPU,
+    conda:
+        FEATURES_ENV
+    script:
+        "../scripts/features_z.py"
+
+
+rule features_c:
+    """c: text embeddings of each stimulus's COCO captions, averaged over captions."""
+    input:
+        table="results/stimuli/stimuli.tsv",
+        stim_info=nsd_file("stim_info"),
+        captions_train=nsd_file("captions_train"),
+        captions_val=nsd_file("captions_val"),
+        model=model_inputs(),
+    output:
+        "results/features/c.h5",
+    params:
+        settings=features_settings("c"),
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
+        device=model_device(),
+    log:
+        "results/logs/features/features_c.log",
+    benchmark:
+        "results/benchmarks/features/features_c.tsv"
+    threads: FEATURES_THREADS
+    resources:
+        mem_mb=FEATURES_MEM_MB["c"],
+        runtime=FEATURES_RUNTIME["c"],
+        gpu=FEATURES_GPU,
+    conda:
+        FEATURES_ENV
+    script:
+        "../scripts/features_c.py"
+
+
+rule features_zc:
+    """zc: img2img (DDIM) latents from z conditioned on c, per strength and per denoising fraction."""
+    input:
+        table="results/stimuli/stimuli.tsv",
+        z="results/features/z.h5",
+        c="results/features/c.h5",
+        model=model_inputs(),
+    output:
+        "results/features/zc.h5",
+    params:
+        settings=features_settings("zc"),
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
+        device=model_device(),
+    log:
+        "results/logs/features/features_zc.log",
+    benchmark:
+        "results/benchmarks/features/features_zc.tsv"
+    threads: FEATURES_THREADS
+    resources:
+        mem_mb=FEATURES_MEM_MB["zc"],
+        runtime=FEATURES_RUNTIME["zc"],
+        gpu=FEATURES_GPU,
+    conda:
+        FEATURES_ENV
+    script:
+        "../scripts/features_zc.py"
+
+
+rule features_unet:
+    """U-Net block outputs (pooled) during img2img at features.stage_strength, per denoising fraction."""
+    input:
+        table="results/stimuli/stimuli.tsv",
+        z="results/features/z.h5",
+        c="results/features/c.h5",
+        model=model_inputs(),
+    output:
+        "results/features/unet.h5",
+    params:
+        settings=features_settings("unet"),
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
+        device=model_device(),
+    log:
+        "results/logs/features/features_unet.log",
+    benchmark:
+        "results/benchmarks/features/features_unet.tsv"
+    threads: FEATURES_THREADS
+    resources:
+        mem_mb=FEATURES_MEM_MB["unet"],
+        runtime=FEATURES_RUNTIME["unet"],
+        gpu=FEATURES_GPU,
+    conda:
+        FEATURES_ENV
+    script:
+        "../scripts/features_unet.py"
+
+
+TARGETS += [f"results/features/{family}.h5" for family in ("z", "c", "zc", "unet")]

@@ -1,0 +1,260 @@
+"""Compute one feature family for every stimulus, in resumable shards, then gather.
+
+Layout (``shard_dir`` defaults to ``<out_file's folder>/shards/<family>``)::
+
+    shards/<family>/manifest.json   fingerprint + one entry per finished shard
+    shards/<family>/00000.h5        rows [0, shard_size) of stimuli.tsv: nsd_id + datasets
+    <family>.h5                     the gathered file (docs/contracts.md)
+
+A shard counts as finished when its file exists and the manifest lists it with the
+same image ids; the manifest's fingerprint covers the model, the family's settings
+and its input files, and a changed fingerprint discards old shards. Every file is
+written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from brainldm import nsd
+from brainldm.features import FAMILIES, FeatureError, FeatureSettings, compute_family, dataset_attrs, progress
+
+#: Settings that change each family's output (besides the model and dtype).
+FAMILY_KEYS = {
+    "z": ("z_resolution", "z_posterior", "seed"),
+    "c": (),
+    "zc": ("num_inference_steps", "guidance_scale", "eta", "strengths", "stage_strength", "fractions", "seed"),
+    "unet": ("num_inference_steps", "guidance_scale", "eta", "stage_strength", "fractions", "seed",
+             "unet_layers", "unet_pool_size"),
+}
+#: Settings that only change how the work is cut (not the values).
+BATCHING_KEYS = ("batch_size", "shard_size", "dtype")
+
+
+def family_settings(family: str, section: dict | FeatureSettings | None) -> dict:
+    """The keys of the ``features:`` section that one family depends on (for Snakemake params)."""
+    s = section if isinstance(section, FeatureSettings) else FeatureSettings.from_config(section)
+    d = s.as_dict()
+    return {k: d[k] for k in (*FAMILY_KEYS[family], *BATCHING_KEYS)}
+
+
+def read_stimuli_table(file: str | os.PathLike) -> pd.DataFrame:
+    """results/stimuli/stimuli.tsv: one row per image (nsd_id cocoId cocoSplit)."""
+    file = Path(file)
+    if not file.is_file():
+        raise FeatureError(f"missing stimulus table {file}: run the rule stimuli_table first")
+    table = pd.read_csv(file, sep="\t")
+    missing = {"nsd_id", "cocoId", "cocoSplit"} - set(table.columns)
+    if missing:
+        raise FeatureError(f"{file} lacks the column(s) {sorted(missing)}; it must have nsd_id cocoId cocoSplit "
+                           "(rerun the rule stimuli_table)")
+    if table["nsd_id"].duplicated().any():
+        raise FeatureError(f"{file} lists nsd_id {int(table['nsd_id'][table['nsd_id'].duplicated()].iloc[0])} "
+                           "twice; rerun the rule stimuli_table")
+    return table
+
+
+def _file_stamp(path) -> list:
+    st = Path(path).stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def _write_h5(path: Path, nsd_ids: np.ndarray, arrays: dict[str, np.ndarray], attrs: dict[str, dict],
+              file_attrs: dict | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("nsd_id", data=np.asarray(nsd_ids, dtype=np.int64))
+            for name, arr in arrays.items():
+                d = f.create_dataset(name, data=arr)
+                d.attrs.update(attrs.get(name, {}))
+            f.attrs.update(file_attrs or {})
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_rows(file: Path, name: str, rows: slice, ids: np.ndarray) -> np.ndarray:
+    with h5py.File(file, "r") as f:
+        if name not in f or "nsd_id" not in f:
+            raise FeatureError(f"{file} has no dataset {name!r}/nsd_id: rerun the features rule that writes it")
+        if not np.array_equal(f["nsd_id"][rows], ids):
+            raise FeatureError(f"{file} is for other images than results/stimuli/stimuli.tsv: rerun the rule "
+                               f"that writes it (features_{name})")
+        return f[name][rows].astype(np.float32)
+
+
+class _Inputs:
+    """Lazy access to what a family needs for a set of rows."""
+
+    def __init__(self, family, table, stimuli_hdf5, stim_info, captions_train, captions_val, z_file, c_file):
+        self.family, self.table = family, table
+        self.stimuli_hdf5, self.z_file, self.c_file = stimuli_hdf5, z_file, c_file
+        self.caption_files = {"train2017": captions_train, "val2017": captions_val}
+        self.stim_info = stim_info
+        self._captions: dict[int, list[str]] | None = None
+        need = {"z": ["stimuli_hdf5"], "c": ["stim_info", "captions_train", "captions_val"],
+                "zc": ["z_file", "c_file"], "unet": ["z_file", "c_file"]}[family]
+        given = dict(stimuli_hdf5=stimuli_hdf5, stim_info=stim_info, captions_train=captions_train,
+                     captions_val=captions_val, z_file=z_file, c_file=c_file)
+        for key in need:
+            if given[key] is None:
+                raise FeatureError(f"features family {family!r} needs the input {key}")
+            if not Path(given[key]).is_file():
+                raise FeatureError(f"missing input file {given[key]} ({key}) of the {family} features")
+
+    def stamps(self) -> list:
+        files = {"z": [self.stimuli_hdf5], "c": [self.stim_info, *self.caption_files.values()],
+                 "zc": [self.z_file, self.c_file], "unet": [self.z_file, self.c_file]}[self.family]
+        return [_file_stamp(f) for f in files]
+
+    def prefetch_captions(self, ids: np.ndarray) -> None:
+        info = nsd.read_stim_info(self.stim_info)
+        caps = nsd.read_captions(info, self.caption_files, ids)
+        self._captions = dict(zip(ids.tolist(), caps))
+
+    def batch(self, rows: slice, ids: np.ndarray) -> dict:
+        if self.family == "z":
+            return {"images": nsd.read_images(self.stimuli_hdf5, ids)}
+        if self.family == "c":
+            return {"captions": [self._captions[i] for i in ids.tolist()]}
+        return {"z": _read_rows(Path(self.z_file), "z", rows, ids), "c": _read_rows(Path(self.c_file), "c", rows, ids)}
+
+
+def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str | os.PathLike, *,
+                   model: str, settings: dict | FeatureSettings | None = None,
+                   shard_dir: str | os.PathLike | None = None,
+                   stimuli_hdf5=None, stim_info=None, captions_train=None, captions_val=None,
+                   z_file=None, c_file=None, device: str | None = None, local_files_only: bool = True,
+                   threads: int | None = None, pipe=None) -> Path:
+    """Compute ``family`` for every image of ``stimuli_table`` and write ``out_file``.
+
+    model: folder or hub id for :func:`brainldm.models.load_pipeline` (or pass ``pipe``).
+    Inputs per family: z: stimuli_hdf5 (nsd_stimuli.hdf5); c: stim_info (nsd_stim_info_merged.csv)
+    + captions_train/captions_val (COCO JSONs); zc, unet: z_file (z.h5) + c_file (c.h5).
+    Finished shards of an earlier run with the same fingerprint are reused.
+    """
+    if family not in FAMILIES:
+        raise FeatureError(f"unknown feature family {family!r}; known: {FAMILIES}")
+    s = settings if isinstance(settings, FeatureSettings) else FeatureSettings.from_config(settings)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    table = read_stimuli_table(stimuli_table)
+    ids = table["nsd_id"].to_numpy(np.int64)
+    inputs = _Inputs(family, table, stimuli_hdf5, stim_info, captions_train, captions_val, z_file, c_file)
+    out_file = Path(out_file)
+    shard_dir = Path(shard_dir) if shard_dir else out_file.parent / "shards" / family
+    shard_dir.mkdir(parents=True, exist_ok=True)
+
+    model_stamp = [str(model)]
+    if Path(str(model)).joinpath("model_index.json").is_file():
+        model_stamp = _file_stamp(Path(str(model)) / "model_index.json")
+    fingerprint = hashlib.sha1(json.dumps(
+        {"family": family, "settings": {k: v for k, v in family_settings(family, s).items() if k != "batch_size"},
+         "model": model_stamp, "inputs": inputs.stamps()}, sort_keys=True).encode()).hexdigest()
+    manifest_path = shard_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if manifest.get("fingerprint") != fingerprint:
+        for old in shard_dir.glob("*.h5"):
+            old.unlink()
+        manifest = {"family": family, "fingerprint": fingerprint, "shards": {}}
+        _write_json(manifest_path, manifest)
+
+    bounds = [(a, min(a + s.shard_size, len(ids))) for a in range(0, len(ids), s.shard_size)]
+    names = [f"{k:05d}" for k in range(len(bounds))]
+
+    def finished(name, a, b):
+        entry = manifest["shards"].get(name)
+        return (entry is not None and (shard_dir / entry["file"]).is_file()
+                and entry["nsd_ids"] == ids[a:b].tolist())
+
+    todo = [(n, a, b) for n, (a, b) in zip(names, bounds) if not finished(n, a, b)]
+    print(f"[features {family}] {len(ids)} images, {len(bounds)} shards, {len(bounds) - len(todo)} already done",
+          file=sys.stderr)
+    if todo:
+        if pipe is None:
+            from brainldm.models import load_pipeline
+
+            pipe = load_pipeline(model, device=device, local_files_only=local_files_only)
+        if family == "c":
+            inputs.prefetch_captions(np.concatenate([ids[a:b] for _, a, b in todo]))
+    store = np.dtype(s.dtype)
+    for name, a, b in todo:
+        t0 = time.time()
+        parts: dict[str, list[np.ndarray]] = {}
+        timesteps = None
+        starts = range(a, b, s.batch_size)
+        with progress(len(starts), f"{family} shard {name}") as bar:
+            for lo in starts:
+                hi = min(lo + s.batch_size, b)
+                batch = compute_family(family, pipe, s, ids[lo:hi], **inputs.batch(slice(lo, hi), ids[lo:hi]))
+                timesteps = batch.pop("_timesteps", timesteps)
+                for k, v in batch.items():
+                    parts.setdefault(k, []).append(v.astype(store))
+                bar.update()
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        n_steps = None if timesteps is None else len(timesteps)
+        attrs = {k: dataset_attrs(k, s, n_steps, timesteps) for k in arrays}
+        _write_h5(shard_dir / f"{name}.h5", ids[a:b], arrays, attrs)
+        manifest["shards"][name] = {
+            "file": f"{name}.h5", "rows": [a, b], "nsd_ids": ids[a:b].tolist(),
+            "datasets": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+        }
+        _write_json(manifest_path, manifest)
+        print(f"[features {family}] shard {name} ({b - a} images) in {time.time() - t0:.1f} s", file=sys.stderr)
+    gather(shard_dir, names, out_file, {"family": family, "model": str(model),
+                                        "settings": json.dumps(family_settings(family, s))})
+    return out_file
+
+
+def gather(shard_dir: Path, names: list[str], out_file: Path, file_attrs: dict) -> None:
+    """Concatenate the shards (in order) into ``out_file``, streaming one shard at a time."""
+    files = [shard_dir / f"{n}.h5" for n in names]
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(files[0], "r") as first:
+            layout = {}
+            first.visititems(lambda k, v: layout.__setitem__(k, v) if isinstance(v, h5py.Dataset) else None)
+            specs = {k: (v.shape[1:], v.dtype, dict(v.attrs)) for k, v in layout.items()}
+        n_total = 0
+        for file in files:
+            with h5py.File(file, "r") as f:
+                n_total += f["nsd_id"].shape[0]
+        with h5py.File(tmp, "w") as out:
+            dsets = {}
+            for k, (shape, dtype, attrs) in specs.items():
+                row_bytes = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+                chunks = (max(1, min(n_total, 2**20 // row_bytes)), *shape) if shape else None
+                dsets[k] = out.create_dataset(k, shape=(n_total, *shape), dtype=dtype, chunks=chunks)
+                dsets[k].attrs.update(attrs)
+            out.attrs.update(file_attrs)
+            row = 0
+            for file in files:
+                with h5py.File(file, "r") as f:
+                    m = f["nsd_id"].shape[0]
+                    for k in specs:
+                        dsets[k][row:row + m] = f[k][...]
+                row += m
+        os.replace(tmp, out_file)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -1,0 +1,54 @@
+# The model every GPU stage loads (features, reconstruction) and the features' settings:
+# helpers only (snakemake --lint wants functions apart from rules). Included by features.smk.
+import os
+from pathlib import Path
+
+from brainldm.feature_shards import family_settings
+
+MODEL = config["model"]
+TINY_MODEL = MODEL["name"] == "tiny"
+TINY_MODEL_DIR = "results/models/tiny"
+# The tiny model's hand-made tokenizer ships with the workflow (not the working directory).
+TINY_TOKENIZER_DIR = os.path.join(workflow.basedir, "resources", "tiny_tokenizer")
+# Real models run on a GPU when there is one; the tiny model is CPU work.
+FEATURES_GPU = 0 if TINY_MODEL else 1
+FEATURES_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
+# The tiny model's small ops gain nothing from a second thread (and lose a lot on a
+# busy machine); the real model's CPU side (image resizing, I/O) uses two.
+FEATURES_THREADS = 1 if TINY_MODEL else 2
+# Minutes for ~40k images (four NSD subjects) on one GPU; the tiny model needs a few.
+FEATURES_RUNTIME = {"z": 120, "c": 120, "zc": 2880, "unet": 1440} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 10)
+FEATURES_MEM_MB = {"z": 8000, "c": 10000, "zc": 12000, "unet": 12000} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 2000)
+
+
+def model_path():
+    """The folder or hub id every rule loads with brainldm.models.load_pipeline."""
+    return TINY_MODEL_DIR if TINY_MODEL else MODEL["name"]
+
+
+def model_inputs():
+    """Input files of every job that loads the model (input model=...): the tiny
+    model's index, a local folder's index, or nothing for a hub id (read from the
+    Hugging Face cache)."""
+    if TINY_MODEL:
+        return [f"{TINY_MODEL_DIR}/model_index.json"]
+    if Path(MODEL["name"]).is_dir():
+        return [str(Path(MODEL["name"]) / "model_index.json")]
+    return []
+
+
+def model_device():
+    """None (CUDA if available, else CPU) or the configured device."""
+    return None if MODEL["device"] == "auto" else MODEL["device"]
+
+
+def model_param(wildcards, input):
+    """For params model=... of jobs with input model=model_inputs(): the folder to
+    load (derived from the input, so nothing path-like is hard-coded) or the hub id."""
+    files = [input.model] if isinstance(input.model, str) else list(input.model)
+    return os.path.dirname(files[0]) if files else MODEL["name"]
+
+
+def features_settings(family):
+    """The features: keys that change one family's values (tracked as params)."""
+    return family_settings(family, config["features"])
