@@ -13,7 +13,7 @@ export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export HF_HOME := $(CURDIR)/.cache/huggingface
 
-.PHONY: install demo test lint clean
+.PHONY: install system-deps demo test lint clean
 
 install: $(STAMP)
 
@@ -22,7 +22,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
-demo: install
+# Optional: Inkscape draws ROI outlines on the flatmaps (without it they are drawn without).
+system-deps:
+	@command -v inkscape >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends inkscape >/dev/null) \
+	  || echo "note: inkscape not installed; flatmaps are drawn without ROI outlines"; }
+
+demo: install system-deps
 	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
 
 test: install
