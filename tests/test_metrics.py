@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from brainldm import metrics, selection
 from brainldm.metric_features import MetricNetworks, MetricWeightsError, WeightsConfig
@@ -28,7 +29,11 @@ def write_recons(path, seed: int, n: int = N, s: int = S) -> None:
 
 @pytest.fixture(scope="module")
 def nets():
-    return MetricNetworks(WeightsConfig(mode="random", seed=0), device="cpu")
+    # one thread: the forward passes are small, and spare threads only spin on a busy machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield MetricNetworks(WeightsConfig(mode="random", seed=0), device="cpu")
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

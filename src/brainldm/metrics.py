@@ -303,13 +303,17 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     for subj, idx in out.groupby("subject").groups.items():
         out.loc[idx, "p_holm"] = ident.holm(out.loc[idx, "p_value"].to_numpy(float))
     out["significant"] = out["p_holm"] < alpha
-    return _ordered(out)
+    cols = ["subject", "convention", "metric", "condition_a", "condition_b", "n", "median_difference",
+            "statistic", "p_value", "p_holm", "significant", "weights"]
+    return _ordered(out[cols])
 
 
 def _fmt(x: float, unit: str) -> str:
     if math.isnan(x):
         return "n/a"
-    return f"{x:.1f}" if unit == UNIT_IDENT else f"{x:.3f}"
+    if unit == UNIT_IDENT:
+        return f"{x:.1f}"
+    return f"{x:.3g}" if unit == UNIT_DIST else f"{x:.3f}"
 
 
 def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[str, ...]) -> str:
@@ -362,8 +366,8 @@ _COLORS = {"z": "#4C72B0", "c": "#DD8452", "zc": "#55A868"}
 def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, ...]) -> None:
     """Bars per metric x condition with SEM error bars, one row per subject (last: pooled).
 
-    Panels: Takagi identification, MindEye identification (chance line at 50%), MindEye
-    pixel and distance metrics. Unavailable metrics are marked "n/a".
+    Panels: Takagi identification, MindEye identification (chance line at 50%), PixCorr
+    and SSIM, EffNet-B1 and SwAV distances. Unavailable metrics are marked "n/a".
     """
     import matplotlib
 
@@ -374,12 +378,13 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     panels = [
         ("takagi", [m for m in METRICS if m.convention == "takagi"], "% correct"),
         ("mindeye", [m for m in METRICS if m.convention == "mindeye" and m.unit == UNIT_IDENT], "% correct"),
-        ("mindeye", [m for m in METRICS if m.convention == "mindeye" and m.unit != UNIT_IDENT], "r / SSIM / distance"),
+        ("mindeye", [m for m in METRICS if m.unit in (UNIT_R, UNIT_SSIM)], "r / SSIM"),
+        ("mindeye", [m for m in METRICS if m.unit == UNIT_DIST], "1 - r"),
     ]
     titles = ["Takagi & Nishimoto: identification", "Brain-Diffuser/MindEye: identification",
-              "PixCorr, SSIM (↑)  EffNet-B1, SwAV distance (↓)"]
-    fig, axes = plt.subplots(len(subjects), 3, figsize=(15, 2.8 * len(subjects) + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [7, 4, 4]})
+              "PixCorr, SSIM (higher better)", "distance (lower better)"]
+    fig, axes = plt.subplots(len(subjects), len(panels), figsize=(16, 2.8 * len(subjects) + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [7, 4, 2.5, 2.5]})
     width = 0.8 / len(conditions)
     for row, subj in enumerate(subjects):
         for col, ((conv, metrics, ylabel), title) in enumerate(zip(panels, titles)):
