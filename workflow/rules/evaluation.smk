@@ -10,16 +10,14 @@ EVAL_GPU = 0 if EVAL_RANDOM else 1
 EVAL_ENV = "../envs/cpu.yaml" if EVAL_RANDOM else "../envs/gpu.yaml"
 EVAL_THREADS = 1 if EVAL_RANDOM else 2
 
-
-def evaluation_weights():
-    """The config keys that decide the networks' weights (tracked as params)."""
-    return {
-        "mode": EVAL["metrics_weights"],
-        "seed": EVAL["seed"],
-        "torch_weights_dir": EVAL["torch_weights_dir"],
-        "clip_model": EVAL["clip_model"],
-        "swav_weights": EVAL["swav_weights"],
-    }
+# The config keys that decide the networks' weights (tracked as params).
+EVAL_WEIGHTS = {
+    "mode": EVAL["metrics_weights"],
+    "seed": EVAL["seed"],
+    "torch_weights_dir": EVAL["torch_weights_dir"],
+    "clip_model": EVAL["clip_model"],
+    "swav_weights": EVAL["swav_weights"],
+}
 
 
 rule evaluate_subject:
@@ -30,7 +28,7 @@ rule evaluate_subject:
         scores="results/{subject}/evaluation/scores.tsv",
         samples="results/{subject}/evaluation/sample_scores.tsv",
     params:
-        weights=evaluation_weights(),
+        weights=EVAL_WEIGHTS,
         conditions=list(EVAL["conditions"]),
         batch_size=EVAL["batch_size"],
     log:
