@@ -52,6 +52,7 @@ class DecodingSettings:
     fit_intercept: bool = True
     backend: str = "auto"
     n_targets_batch: int | None = None
+    n_alphas_batch: int | None = None
     shuffle_control: bool = True
     seed: int = 0
 
@@ -209,7 +210,8 @@ def decode(
     Y_train = np.asarray(Y_train, dtype=np.float32)
     groups = sessions if settings.cv_by_session else None
     common = dict(alphas=alphas, cv=settings.cv_folds, groups=groups, backend=settings.backend,
-                  n_targets_batch=settings.n_targets_batch, fit_intercept=settings.fit_intercept)
+                  n_targets_batch=settings.n_targets_batch, n_alphas_batch=settings.n_alphas_batch,
+                  fit_intercept=settings.fit_intercept)
     fit = fit_ridge(X_train, Y_train, overwrite_Y=True, **common)
     Y_train += fit.y_offset  # undo the in-place centring for the control fit
     pred = fit.predict(X_test)

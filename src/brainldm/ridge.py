@@ -172,6 +172,7 @@ def fit_ridge(
     n_targets_batch: int | None = None,
     fit_intercept: bool = True,
     solver: str = "auto",
+    n_alphas_batch: int | None = None,
     overwrite_Y: bool = False,
 ) -> RidgeFit:
     """Fit a cross-validated ridge regression Y ~ X with one alpha per target.
@@ -186,6 +187,9 @@ def fit_ridge(
     fit_intercept : centre Y with its training means and add them back at prediction.
         False reproduces the reference (no offset in the predictions).
     solver : ``auto`` (by shape), ``primal`` (RidgeCV) or ``kernel`` (KernelRidgeCV).
+    n_alphas_batch : alphas handled at once inside himalaya, None = all. himalaya builds
+        (n_alphas_batch, n_test, n_train) and, at refit, (n_alphas_batch, n_features,
+        n_samples) arrays, so 1 bounds the memory of big fits (same arithmetic).
     overwrite_Y : centre a float32 Y in place instead of copying it (saves one copy
         of Y, e.g. 5.9 GB for the full-size c decoder); Y is then modified.
     """
@@ -208,8 +212,9 @@ def fit_ridge(
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("X or Y contains NaN or infinite values")
     n_samples, n_features = X.shape
-    if n_targets_batch is not None and n_targets_batch < 1:
-        raise ValueError(f"n_targets_batch must be >= 1 or null, got {n_targets_batch}")
+    for name, value in (("n_targets_batch", n_targets_batch), ("n_alphas_batch", n_alphas_batch)):
+        if value is not None and value < 1:
+            raise ValueError(f"decoding.{name} must be >= 1 or null, got {value}")
 
     scaler = StandardScaler(with_mean=True, with_std=True).fit(X)
     Xs = scaler.transform(X).astype(np.float32, copy=False)
@@ -227,6 +232,8 @@ def fit_ridge(
     params = {}
     if n_targets_batch is not None:
         params = dict(n_targets_batch=int(n_targets_batch), n_targets_batch_refit=int(n_targets_batch))
+    if n_alphas_batch is not None:
+        params["n_alphas_batch"] = int(n_alphas_batch)
     cv_arg = make_cv(cv, groups, n_samples)
     try:
         with warnings.catch_warnings():

@@ -28,7 +28,7 @@ def decoding_betas(split):
 def decoding_settings():
     """The decoding config keys that change the decoded features."""
     keys = ["alphas", "cv_folds", "cv_by_session", "fit_intercept", "backend",
-            "n_targets_batch", "shuffle_control", "seed"]
+            "n_targets_batch", "n_alphas_batch", "shuffle_control", "seed"]
     return {k: DECODING[k] for k in keys}
 
 
