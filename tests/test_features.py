@@ -341,3 +341,26 @@ def test_stale_z_file_is_refused(stimuli, tmp_path, model_dir):
         f["nsd_id"][0] = 999
     with pytest.raises(FeatureError, match=r"z.h5 is for other images than .*stimuli.tsv"):
         _extract("zc", stimuli, out, model_dir)
+
+
+def test_zc_shards_survive_a_regather_of_z(stimuli, tmp_path, model_dir, monkeypatch):
+    out = tmp_path / "features"
+    for family in ("z", "c", "unet"):
+        _extract(family, stimuli, out, model_dir)
+    (out / "z.h5").unlink()
+    _extract("z", stimuli, out, model_dir)  # same values, new file
+    calls = []
+    real = feature_shards.compute_family
+
+    def counting(family, *args, **kw):
+        calls.append(family)
+        return real(family, *args, **kw)
+
+    monkeypatch.setattr(feature_shards, "compute_family", counting)
+    _extract("unet", stimuli, out, model_dir)
+    assert calls == []
+    # other z values (posterior samples): the unet shards are recomputed
+    _extract("z", stimuli, out, model_dir, settings={**FAST, "z_posterior": "sample"})
+    calls.clear()
+    _extract("unet", stimuli, out, model_dir)
+    assert calls == ["unet"] * 5  # shards of 5, 5 and 2 images in batches of at most 4

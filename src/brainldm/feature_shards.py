@@ -120,8 +120,15 @@ class _Inputs:
                 raise FeatureError(f"missing input file {given[key]} ({key}) of the {family} features")
 
     def stamps(self) -> list:
-        files = {"z": [self.stimuli_hdf5], "c": [self.stim_info, *self.caption_files.values()],
-                 "zc": [self.z_file, self.c_file], "unet": [self.z_file, self.c_file]}[self.family]
+        """What identifies the inputs: size and mtime of NSD files; for z.h5 / c.h5 the
+        fingerprint they were computed with (so a mere re-gather does not count as new)."""
+        if self.family in ("zc", "unet"):
+            out = []
+            for f in (self.z_file, self.c_file):
+                with h5py.File(f, "r") as h:
+                    out.append(str(h.attrs.get("fingerprint", "")) or _file_stamp(f))
+            return out
+        files = [self.stimuli_hdf5] if self.family == "z" else [self.stim_info, *self.caption_files.values()]
         return [_file_stamp(f) for f in files]
 
     def prefetch_captions(self, ids: np.ndarray) -> None:
@@ -171,7 +178,11 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         {"family": family, "settings": {k: v for k, v in family_settings(family, s).items() if k != "batch_size"},
          "model": model_stamp, "inputs": inputs.stamps()}, sort_keys=True).encode()).hexdigest()
     manifest_path = shard_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except json.JSONDecodeError:
+        print(f"[features {family}] unreadable {manifest_path}: recomputing every shard", file=sys.stderr)
+        manifest = {}
     if manifest.get("fingerprint") != fingerprint:
         for old in shard_dir.glob("*.h5"):
             old.unlink()
@@ -220,7 +231,7 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         }
         _write_json(manifest_path, manifest)
         print(f"[features {family}] shard {name} ({b - a} images) in {time.time() - t0:.1f} s", file=sys.stderr)
-    gather(shard_dir, names, out_file, {"family": family, "model": str(model),
+    gather(shard_dir, names, out_file, {"family": family, "model": str(model), "fingerprint": fingerprint,
                                         "settings": json.dumps(family_settings(family, s))})
     return out_file
 
