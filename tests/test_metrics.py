@@ -178,3 +178,33 @@ def test_best_sample_selection(scored):
     sel = table[(table["condition"] == "zc") & (table["metric"] == "pixcorr")]
     want = sel.loc[sel.groupby("nsd_id")["similarity"].idxmax(), ["nsd_id", "sample"]].set_index("nsd_id")["sample"]
     pd.testing.assert_series_equal(best, want, check_names=False)
+
+
+def test_pretrained_weights_load_from_local_files(tmp_path):
+    """The pretrained code path on stand-in files: torchvision's file name, SwAV's
+    "module."-prefixed checkpoint, a CLIP folder; each row then names its weights."""
+    import torchvision
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from brainldm.metric_features import SMALL_CLIP, load_network
+
+    effnet = torchvision.models.efficientnet_b1(weights=None)
+    torch.save(effnet.state_dict(), tmp_path / "efficientnet_b1-c27df63c.pth")
+    swav = torchvision.models.resnet50(weights=None)
+    state = {f"module.{k}": v for k, v in swav.state_dict().items() if not k.startswith("fc.")}
+    torch.save({"state_dict": state}, tmp_path / "swav.pth.tar")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**SMALL_CLIP)).save_pretrained(tmp_path / "clip")
+    cfg = WeightsConfig(mode="pretrained", torch_weights_dir=str(tmp_path), clip_model=str(tmp_path / "clip"),
+                        swav_weights=str(tmp_path / "swav.pth.tar"))
+
+    net = load_network("efficientnet_b1", cfg)
+    assert net.weights == "EfficientNet_B1_Weights.IMAGENET1K_V2"
+    assert torch.equal(net.module.features[0][0].weight, effnet.features[0][0].weight)
+    net = load_network("swav", cfg)
+    assert net.weights == "swav:swav.pth.tar"
+    assert torch.equal(net.module.conv1.weight, swav.conv1.weight)
+    assert load_network("clip", cfg).weights == str(tmp_path / "clip")
+
+    torch.save({"conv1.weight": swav.conv1.weight}, tmp_path / "other.pth")
+    with pytest.raises(MetricWeightsError, match="not a SwAV ResNet-50 checkpoint"):
+        load_network("swav", WeightsConfig(mode="pretrained", swav_weights=str(tmp_path / "other.pth")))
