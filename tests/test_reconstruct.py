@@ -1,16 +1,15 @@
 """brainldm.reconstruct with the tiny model: shards, seeds, gather, grid, bad inputs."""
 
 import os
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
 
-import h5py  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from brainldm import reconstruct  # noqa: E402
-from brainldm.reconstruct import ReconSettings, ReconstructionError  # noqa: E402
+from brainldm import reconstruct
+from brainldm.reconstruct import ReconSettings, ReconstructionError
 
 SETTINGS = dict(image_size=64, num_inference_steps=5, n_samples=2, shards=2, batch_size=2, grid_images=3, seed=7)
 N_TEST = 3
@@ -141,3 +140,73 @@ def test_bad_shapes(tiny, decoded, tmp_path):
         reconstruct.load_decoded(tmp_path / "z.npz", decoded / "c.npz")
     with pytest.raises(ReconstructionError, match="missing decoded features"):
         reconstruct.load_decoded(tmp_path / "nope.npz", decoded / "c.npz")
+
+
+# ----------------------------------------------------------------------------- workflow
+
+
+def _job_counts(text: str) -> dict[str, int]:
+    """{rule: jobs} from the 'Job stats' table of a Snakemake dry run ({} if nothing to do)."""
+    lines = text.splitlines()
+    if "Job stats:" not in [line.strip() for line in lines]:
+        return {}
+    start = [line.strip() for line in lines].index("Job stats:") + 3
+    counts = {}
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.mark.slow
+def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
+    """The reconstruction rules in a scratch copy of the workflow, on prepared decoded
+    features: after a full run nothing is left to do; when one shard's output is missing
+    (its job failed, so the gather job did not run) a dry run lists that shard and the
+    gather job only, not the finished shard."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    work = tmp_path / "wf"
+    work.mkdir()
+    shutil.copy2(repo / "Snakefile", work / "Snakefile")
+    for folder in ("workflow", "config"):
+        shutil.copytree(repo / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "resources").symlink_to(repo / "resources")
+    overrides = {"data": {"subjects": [1]},
+                 "reconstruction": {"shards": 2, "n_samples": 1, "num_inference_steps": 2,
+                                    "image_size": 64, "batch_size": 4, "grid_images": 2}}
+    (work / "config" / "test.yaml").write_text(yaml.safe_dump(overrides))
+    results = work / "results"
+    (results / "subj01" / "decoding").mkdir(parents=True)
+    for name in ("z.npz", "c.npz"):
+        shutil.copy2(decoded / name, results / "subj01" / "decoding" / name)
+    shutil.copytree(tiny, results / "models" / "tiny")
+    stimuli = results / "synthetic_nsd" / "nsddata_stimuli" / "stimuli" / "nsd" / "nsd_stimuli.hdf5"
+    stimuli.parent.mkdir(parents=True)
+    shutil.copy2(decoded / "stimuli.hdf5", stimuli)
+
+    def snakemake(*args):
+        cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "config/test.yaml",
+               "--cores", "1", "--allowed-rules", "reconstruct_shard", "reconstruct_gather", *args,
+               "--", "results/subj01/reconstruction/recons.h5"]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+        return proc.stdout + proc.stderr
+
+    snakemake()
+    shards = sorted((results / "subj01" / "reconstruction" / "shards").glob("*.h5"))
+    assert [p.name for p in shards] == ["0.h5", "1.h5"]
+    assert _job_counts(snakemake("-n")) == {}
+    shards[1].unlink()
+    for name in ("recons.h5", "grid.png"):
+        (results / "subj01" / "reconstruction" / name).unlink()
+    assert _job_counts(snakemake("-n")) == {"reconstruct_shard": 1, "reconstruct_gather": 1}

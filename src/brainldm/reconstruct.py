@@ -222,7 +222,7 @@ class Reconstructor:
 
 def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: str, shard: int,
                       settings: dict | ReconSettings, device: str | None = None,
-                      threads: int | None = None) -> Path:
+                      threads: int | None = None, local_files_only: bool = True) -> Path:
     """Reconstruct the test images of one shard and write them to ``out_h5``:
     ``nsd_id`` (k,) and ``z``, ``c``, ``zc`` (k, n_samples, H, W, 3) uint8.
     threads: CPU threads for torch (the rule's threads; None = torch's default)."""
@@ -237,7 +237,7 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
     s = settings if isinstance(settings, ReconSettings) else ReconSettings(**settings)
     nsd_ids, z, c = load_decoded(z_npz, c_npz)
     idx = shard_indices(len(nsd_ids), s.shards, shard)
-    pipe = load_pipeline(model, device=device)
+    pipe = load_pipeline(model, device=device, local_files_only=local_files_only)
     check_model_shapes(pipe, z, c, s.image_size)
     rec = Reconstructor(pipe, s)
     size = s.image_size

@@ -1,23 +1,7 @@
 # Images from decoded z and c (see docs/contracts.md and src/brainldm/reconstruct.py):
 # the test images of each subject are split into reconstruction.shards jobs (GPU
-# jobs with a real model), then gathered into recons.h5 and grid.png.
-RECON = config["reconstruction"]
-RECON_SHARDS = list(range(RECON["shards"]))
-# The tiny model is CPU work (one thread each, so two jobs share the 2 demo cores).
-RECON_GPU = 0 if TINY_MODEL else 1
-RECON_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
-RECON_THREADS = 1 if TINY_MODEL else 2
-
-
-def recon_runtime(wildcards):
-    """Minutes per shard: about 40 s per test image with SD v1.4 on one GPU for the
-    three conditions x 5 samples at 512 px, with a wide margin."""
-    if TINY_MODEL:
-        return 10
-    images = -(-1000 // RECON["shards"])  # NSD's shared images, at most 1000
-    return int(10 + 2 * images * RECON["n_samples"] / 5)
-
-
+# jobs with a real model), then gathered into recons.h5 and grid.png. Helpers and
+# settings in decoding_common.smk.
 rule reconstruct_shard:
     """Reconstruct one shard of one subject's test images: zc, z-only and c-only."""
     input:
@@ -27,7 +11,8 @@ rule reconstruct_shard:
     output:
         "results/{subject}/reconstruction/shards/{shard}.h5",
     params:
-        model=model_path(),
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
         device=model_device(),
         settings=dict(RECON),
     log:
@@ -37,7 +22,7 @@ rule reconstruct_shard:
     threads: RECON_THREADS
     resources:
         mem_mb=2000 if TINY_MODEL else 16000,
-        runtime=recon_runtime,
+        runtime=RECON_RUNTIME,
         gpu=RECON_GPU,
     conda:
         RECON_ENV

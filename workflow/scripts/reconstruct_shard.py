@@ -12,5 +12,6 @@ with redirect_to_log(snakemake.log[0]):
         shard=int(snakemake.wildcards.shard),
         settings=dict(snakemake.params.settings),
         device=snakemake.params.device,
+        local_files_only=snakemake.params.local_files_only,
         threads=snakemake.threads,
     )
