@@ -106,3 +106,12 @@ def test_pearson_helpers_match_corrcoef():
     np.testing.assert_allclose(pearson_rows(a, b), rows, rtol=1e-5)
     a[:, 0] = 1.0
     assert np.isnan(pearson_columns(a, b)[0])
+
+
+@pytest.mark.parametrize("solver", ["primal", "kernel"])
+def test_batching_changes_memory_not_results(solver):
+    X, Y = _data(n=60, p=40, t=10)
+    a = fit_ridge(X, Y, alphas=[0.1, 1, 10], backend="numpy", solver=solver)
+    b = fit_ridge(X, Y, alphas=[0.1, 1, 10], backend="numpy", solver=solver, n_targets_batch=3, n_alphas_batch=1)
+    np.testing.assert_array_equal(a.best_alphas, b.best_alphas)
+    np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-4, atol=1e-4)
