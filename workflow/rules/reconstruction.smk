@@ -38,7 +38,12 @@ rule reconstruct_gather:
         stimuli=nsd_file("stimuli"),
     output:
         h5="results/{subject}/reconstruction/recons.h5",
-        grid="results/{subject}/reconstruction/grid.png",
+        grid=report(
+            "results/{subject}/reconstruction/grid.png",
+            caption="../report/reconstruction.rst",
+            category="Reconstruction",
+            labels={"subject": "{subject}"},
+        ),
     params:
         settings=dict(RECON),
     log:
