@@ -235,6 +235,9 @@ def fit_ridge(
     if n_alphas_batch is not None:
         params["n_alphas_batch"] = int(n_alphas_batch)
     cv_arg = make_cv(cv, groups, n_samples)
+    # On a GPU keep a big Y (e.g. 5.9 GB for the full c decoder) in CPU memory; himalaya
+    # then moves one target batch at a time.
+    y_in_cpu = name == "torch_cuda" and Yc.nbytes > 2e9
     try:
         with warnings.catch_warnings():
             # himalaya warns when X/Y are not float32 on torch, and about solver choice;
@@ -242,7 +245,7 @@ def fit_ridge(
             warnings.filterwarnings("ignore", category=UserWarning, module="himalaya")
             if solver == "primal":
                 model = RidgeCV(alphas=alphas, cv=cv_arg, fit_intercept=False,
-                                solver_params=params or None)
+                                solver_params=params or None, Y_in_cpu=y_in_cpu)
                 model.fit(Xs, Yc)
                 fit = RidgeFit(x_mean=scaler.mean_.astype(np.float32),
                                x_scale=scaler.scale_.astype(np.float32),
@@ -253,7 +256,8 @@ def fit_ridge(
                                coef=_to_numpy(bk, model.coef_))
             else:
                 model = KernelRidgeCV(alphas=alphas, kernel="linear", cv=cv_arg,
-                                      fit_intercept=False, solver_params=params or None)
+                                      fit_intercept=False, solver_params=params or None,
+                                      Y_in_cpu=y_in_cpu)
                 model.fit(Xs, Yc)
                 fit = RidgeFit(x_mean=scaler.mean_.astype(np.float32),
                                x_scale=scaler.scale_.astype(np.float32),
