@@ -140,3 +140,65 @@ def test_bad_inputs(dataset, tmp_path):
         DecodingSettings(alphas=[0.0, 1.0]).alpha_grid()
     with pytest.raises(DecodingError, match="unknown grid"):
         DecodingSettings(alphas="huge").alpha_grid()
+
+
+# ----------------------------------------------------------------------------- synthetic NSD
+
+
+@pytest.fixture(scope="module")
+def synthetic_decoding(synthetic_root, tmp_path_factory):
+    """The lead's synthetic mini-NSD, ingested for subj01, with z and c of the tiny model,
+    decoded from early and from ventral: {(target, roi): DecodingResult}."""
+    from brainldm import nsd
+    from brainldm.features import encode_c, encode_z
+    from brainldm.ingest import ingest_subject
+    from brainldm.models import build_tiny_model, load_pipeline
+
+    root, work = synthetic_root, tmp_path_factory.mktemp("synthetic_decoding")
+    rois = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}
+    ingest_subject(
+        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
+        {"streams": nsd.path(root, "roi_streams", "subj01")},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), rois,
+        work / "ingest",
+    )
+    ids = np.unique(np.concatenate([pd.read_csv(work / "ingest" / f"{split}.tsv", sep="\t")["nsd_id"]
+                                    for split in ("train", "test")]))
+    pipe = load_pipeline(build_tiny_model(work / "tiny"), device="cpu")
+    images = nsd.read_images(nsd.path(root, "stimuli"), ids)
+    captions = nsd.read_captions(nsd.read_stim_info(nsd.path(root, "stim_info")),
+                                 {"train2017": nsd.path(root, "captions_train"),
+                                  "val2017": nsd.path(root, "captions_val")}, ids)
+    for name, values in (("z", encode_z(pipe, images, 64)), ("c", encode_c(pipe, captions, ids))):
+        with h5py.File(work / f"{name}.h5", "w") as f:
+            f["nsd_id"], f[name] = ids, values
+    ingest = work / "ingest"
+    out = {}
+    for target in ("z", "c"):
+        for roi in ("early", "ventral"):
+            out[target, roi] = decoding.run(
+                [ingest / f"betas_{roi}_train.npy"], [ingest / f"betas_{roi}_test.npy"], ingest / "train.tsv",
+                ingest / "test.tsv", work / f"{target}.h5", work / f"{target}_{roi}.npz", work / f"{target}_{roi}.tsv",
+                subject="subj01", target=target, rois=[roi], settings=dict(alphas="wide", backend="numpy"))
+    return out
+
+
+@pytest.mark.slow
+def test_c_decodes_from_ventral_on_the_synthetic_data(synthetic_decoding):
+    ventral, early = synthetic_decoding["c", "ventral"], synthetic_decoding["c", "early"]
+    assert np.nanmean(ventral.r_dim) > np.nanmean(early.r_dim) + 0.2
+    assert np.nanmean(ventral.r_dim) > np.nanmean(ventral.shuffled["r_dim"]) + 0.4
+    assert ventral.identification.mean() > 0.9 > 0.7 > ventral.shuffled["identification"].mean()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "the tiny model's random VAE makes a z that is not linearly related to the image "
+    "(ridge from 8x8 pixel means to z: r ~ 0.07), so the early voxels, planted on local "
+    "luminance/colour, cannot decode it; ventral does better through the scene attributes "
+    "correlated with z. Needs a more image-like tiny VAE (models/features stage)."))
+def test_z_decodes_from_early_on_the_synthetic_data(synthetic_decoding):
+    early, ventral = synthetic_decoding["z", "early"], synthetic_decoding["z", "ventral"]
+    assert np.nanmean(early.r_dim) > np.nanmean(ventral.r_dim)
+    assert np.nanmean(early.r_dim) > np.nanmean(early.shuffled["r_dim"]) + 0.2
+    assert early.identification.mean() > 0.75
