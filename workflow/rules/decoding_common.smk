@@ -23,6 +23,8 @@ DECODING_SETTINGS = {
 
 RECON = config["reconstruction"]
 RECON_SHARDS = list(range(RECON["shards"]))
+# What the shard jobs depend on (the grid's keys only change the gather job).
+RECON_SHARD_SETTINGS = {k: v for k, v in RECON.items() if not k.startswith("grid_")}
 # The tiny model is CPU work (one thread each, so two jobs share the 2 demo cores).
 RECON_GPU = 0 if TINY_MODEL else 1
 RECON_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"

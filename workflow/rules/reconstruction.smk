@@ -14,7 +14,7 @@ rule reconstruct_shard:
         model=model_param,
         local_files_only=MODEL["local_files_only"],
         device=model_device(),
-        settings=dict(RECON),
+        settings=RECON_SHARD_SETTINGS,
     log:
         "results/logs/reconstruction/{subject}_shard{shard}.log",
     benchmark:
