@@ -29,14 +29,19 @@ from .conftest import (
 
 pytestmark = pytest.mark.slow
 
-# A per-subject rule, and one output of it per subject.
-SUBJECT_RULE = "ingest"
-SUBJECT_OUTPUT = "results/{subject}/ingest/betas_early_train.npy"
-# A config change that affects only PARAM_RULE (tracked through its params:).
-PARAM_RULE = "ingest"
-PARAM_CHANGE = {"ingest": {"zscore_per_session": False}}
+# Rerunning one subject's reconstruction: force the shard rule for that subject's
+# final files; the gather of that subject follows, nothing else.
+SUBJECT_FORCE = "reconstruct_shard"
+SUBJECT_TARGETS = [
+    "results/{subject}/reconstruction/recons.h5",
+    "results/{subject}/reconstruction/grid.png",
+]
+SUBJECT_RULES = {"reconstruct_shard", "reconstruct_gather"}
+# A reconstruction parameter: only the reconstruction and what uses it rerun.
+PARAM_RULE = "reconstruct_shard"
+PARAM_CHANGE = {"reconstruction": {"strength": 0.7}}
 # The stage `--until` stops at.
-UNTIL_RULE = "ingest"
+UNTIL_RULE = "decode"
 # A rule that writes several outputs one after the other, killed once the first
 # output (KILL_WHEN) exists and before it is done.
 KILL_RULE = "synthetic_nsd"
@@ -64,22 +69,27 @@ def test_forcerun_one_subject_reruns_only_that_job(demo_run, graph, tmp_path):
     run = demo_run.clone(tmp_path / "wf")
     subjects = sorted(p.name for p in (run.workdir / "results").glob("subj0*"))
     assert len(subjects) >= 2, "the rerun tests need a demo run with two subjects"
-    target = SUBJECT_OUTPUT.format(subject=subjects[0])
-    assert run.dry_run("--forcerun", SUBJECT_RULE, "--", target) == {SUBJECT_RULE: 1}
+    one, other = subjects[:2]
+    targets = [t.format(subject=one) for t in SUBJECT_TARGETS]
+    jobs = run.dry_run("--forcerun", SUBJECT_FORCE, "--", *targets)
+    assert set(jobs) == SUBJECT_RULES, jobs
+    assert jobs[SUBJECT_FORCE] >= 1
 
     before = mtimes(run, "results/**/*")
-    time.sleep(0.01)
-    run.snakemake("--forcerun", SUBJECT_RULE, "--", target)
+    run.snakemake("--forcerun", SUBJECT_FORCE, "--", *targets)
     after = mtimes(run, "results/**/*")
     changed = {f for f in before if after.get(f) != before[f]}
-    assert target in changed
-    assert all(f"/{subjects[0]}/" in f for f in changed), sorted(changed)
-    assert not any(f"/{subjects[1]}/" in f for f in changed)
+    assert set(targets) <= changed
+    outside = {f for f in changed if one not in f}  # results/{one}/..., logs/.../{one}_...
+    assert not outside, f"files of other subjects or stages changed: {sorted(outside)}"
 
-    # The rest of the DAG sees the newer file: the full run now reruns exactly the
-    # jobs downstream of it (for that subject), nothing of the other subject.
+    # The rest of the DAG sees the newer files: a full run now reruns only jobs
+    # downstream of them, for that subject (and summaries over subjects).
     jobs = run.dry_run()
-    assert set(jobs) <= downstream(graph, SUBJECT_RULE) - {SUBJECT_RULE}, jobs
+    assert jobs, "nothing downstream of the reconstruction?"
+    assert set(jobs) <= downstream(graph, SUBJECT_FORCE) - SUBJECT_RULES, jobs
+    reasons = run.history[-1].stdout
+    assert other not in "".join(l for l in reasons.splitlines() if "wildcards:" in l), reasons
 
 
 def test_changed_param_reruns_only_that_rule_and_downstream(demo_run, graph, tmp_path):
