@@ -55,7 +55,7 @@ rule reconstruct_gather:
         mem_mb=2000,
         runtime=30 if not TINY_MODEL else 5,
     conda:
-        "../envs/cpu.yaml"
+        "../../envs/cpu.yaml"
     script:
         "../scripts/reconstruct_gather.py"
 
