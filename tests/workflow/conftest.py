@@ -57,7 +57,7 @@ def workflow_env(workdir: Path) -> dict[str, str]:
 
 
 def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
-    """Copy Snakefile, workflow/, config/ and resources/ (without the NSD download
+    """Copy Snakefile, workflow/, config/, envs/ and resources/ (without the NSD download
     folder resources/nsd) of the repository into `dest`.
 
     Writes `config/test.yaml` with TEST_CONFIG updated by `config_overrides` (merged
@@ -66,7 +66,7 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config"):
+    for folder in ("workflow", "config", "envs"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
     # Small inputs shipped with the repository (the tiny tokenizer), not downloads.
     shutil.copytree(
@@ -566,15 +566,21 @@ def content_difference(a: Path, b: Path) -> str | None:
     """
     import numpy as np
 
+    def same(x, y) -> bool:  # NaN equals NaN (e.g. the correlation of a constant column)
+        try:
+            return bool(np.array_equal(x, y, equal_nan=True))
+        except TypeError:  # strings, objects
+            return bool(np.array_equal(x, y))
+
     name = a.name
     if name.endswith(".npy"):
         x, y = np.load(a), np.load(b)
-        return None if x.dtype == y.dtype and np.array_equal(x, y) else "array differs"
+        return None if x.dtype == y.dtype and same(x, y) else "array differs"
     if name.endswith(".npz"):
         with np.load(a) as x, np.load(b) as y:
             if sorted(x.files) != sorted(y.files):
                 return f"keys {sorted(x.files)} != {sorted(y.files)}"
-            bad = [k for k in x.files if not np.array_equal(x[k], y[k])]
+            bad = [k for k in x.files if not same(x[k], y[k])]
             return f"arrays {bad} differ" if bad else None
     if name.endswith((".h5", ".hdf5")):
         import h5py
@@ -589,7 +595,7 @@ def content_difference(a: Path, b: Path) -> str | None:
             if sorted(ia) != sorted(ib):
                 return f"objects {sorted(ia)} != {sorted(ib)}"
             for k in ia:
-                if isinstance(ia[k], h5py.Dataset) and not np.array_equal(ia[k][()], ib[k][()]):
+                if isinstance(ia[k], h5py.Dataset) and not same(ia[k][()], ib[k][()]):
                     return f"dataset {k} differs"
                 if dict(ia[k].attrs).keys() != dict(ib[k].attrs).keys():
                     return f"attrs of {k} differ"
@@ -598,10 +604,10 @@ def content_difference(a: Path, b: Path) -> str | None:
         import nibabel as nib
 
         x, y = nib.load(a), nib.load(b)
-        same = np.array_equal(np.asarray(x.dataobj), np.asarray(y.dataobj)) and np.allclose(
+        equal = same(np.asarray(x.dataobj), np.asarray(y.dataobj)) and np.allclose(
             x.affine, y.affine
         )
-        return None if same else "NIfTI data or affine differs"
+        return None if equal else "NIfTI data or affine differs"
     if name.endswith(".mat"):  # the header holds the creation time
         from scipy.io import loadmat
 
@@ -609,11 +615,11 @@ def content_difference(a: Path, b: Path) -> str | None:
         keys = sorted(k for k in x if not k.startswith("__"))
         if keys != sorted(k for k in y if not k.startswith("__")):
             return "variables differ"
-        bad = [k for k in keys if not np.array_equal(x[k], y[k])]
+        bad = [k for k in keys if not same(x[k], y[k])]
         return f"variables {bad} differ" if bad else None
     if name.endswith(".png"):
         from PIL import Image
 
-        same = np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
-        return None if same else "pixels differ"
+        equal = np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+        return None if equal else "pixels differ"
     return None if a.read_bytes() == b.read_bytes() else "bytes differ"
