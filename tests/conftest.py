@@ -36,3 +36,20 @@ def synthetic_root(tmp_path_factory, pycortex_cache) -> Path:
                              n_images=1400, image_size=64, snr=1.0, seed=0)
     write_synthetic_nsd(root, design, pycortex_cache)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_ingested(synthetic_root, tmp_path_factory) -> Path:
+    """subj01 of :func:`synthetic_root` ingested (early, ventral, brain): the ingest output folder."""
+    from brainldm import nsd
+    from brainldm.ingest import ingest_subject
+
+    out = tmp_path_factory.mktemp("ingest") / "subj01"
+    root = synthetic_root
+    ingest_subject(
+        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
+        {"streams": nsd.path(root, "roi_streams", "subj01"), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", "subj01")},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"),
+        {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}, out,
+    )
+    return out

@@ -146,23 +146,16 @@ def test_bad_inputs(dataset, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def synthetic_decoding(synthetic_root, tmp_path_factory):
+def synthetic_decoding(synthetic_root, synthetic_ingested, tmp_path_factory):
     """The lead's synthetic mini-NSD, ingested for subj01, with z and c of the tiny model,
     decoded from early and from ventral: {(target, roi): DecodingResult}."""
     from brainldm import nsd
     from brainldm.features import encode_c, encode_z
-    from brainldm.ingest import ingest_subject
     from brainldm.models import build_tiny_model, load_pipeline
 
     root, work = synthetic_root, tmp_path_factory.mktemp("synthetic_decoding")
-    rois = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}
-    ingest_subject(
-        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
-        {"streams": nsd.path(root, "roi_streams", "subj01")},
-        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), rois,
-        work / "ingest",
-    )
-    ids = np.unique(np.concatenate([pd.read_csv(work / "ingest" / f"{split}.tsv", sep="\t")["nsd_id"]
+    ingest = synthetic_ingested
+    ids = np.unique(np.concatenate([pd.read_csv(ingest / f"{split}.tsv", sep="\t")["nsd_id"]
                                     for split in ("train", "test")]))
     pipe = load_pipeline(build_tiny_model(work / "tiny"), device="cpu")
     images = nsd.read_images(nsd.path(root, "stimuli"), ids)
@@ -172,7 +165,6 @@ def synthetic_decoding(synthetic_root, tmp_path_factory):
     for name, values in (("z", encode_z(pipe, images, 64)), ("c", encode_c(pipe, captions, ids))):
         with h5py.File(work / f"{name}.h5", "w") as f:
             f["nsd_id"], f[name] = ids, values
-    ingest = work / "ingest"
     out = {}
     for target in ("z", "c"):
         for roi in ("early", "ventral"):

@@ -108,15 +108,9 @@ def test_zscore_within_each_session(tmp_path):
     assert np.load(tmp_path / "out" / "betas_brain_train.npy")[0, 0] == pytest.approx(expected, rel=1e-5)
 
 
-def test_planted_signal_is_recoverable_from_early_voxels(synthetic_root, tmp_path):
+def test_planted_signal_is_recoverable_from_early_voxels(synthetic_root, synthetic_ingested):
     """A ridge fit on ingested early betas predicts held-out low-level image features; shuffled trials do not."""
-    out = tmp_path / "subj01"
-    root = synthetic_root
-    ingest_subject(
-        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
-        {"streams": nsd.path(root, "roi_streams", "subj01"), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", "subj01")},
-        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), ROIS, out,
-    )
+    out, root = synthetic_ingested, synthetic_root
     low = np.load(root / "ground_truth" / "low_level.npy").reshape(1400, -1)
     train = pd.read_csv(out / "train.tsv", sep="\t")
     test = pd.read_csv(out / "test.tsv", sep="\t")
