@@ -126,15 +126,31 @@ class WorkflowRun:
             cmd += ["--", *self.targets]
         env = workflow_env(self.workdir)
         env.update(extra_env or {})
-        proc = subprocess.run(
+        # Own process group: on a timeout Snakemake and its running jobs stop together.
+        popen = subprocess.Popen(
             cmd,
             cwd=self.workdir,
             env=env,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
+        try:
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGTERM)  # Snakemake stops its jobs and unlocks
+            try:
+                stdout, stderr = popen.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(popen.pid, signal.SIGKILL)
+                stdout, stderr = popen.communicate()
+            pytest.fail(
+                f"snakemake {' '.join(args)} took more than {timeout:.0f} s in {self.workdir}:\n"
+                + tail(stdout + stderr, 80)
+            )
+        proc = subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
         self.history.append(proc)
         if check and proc.returncode != 0:
             pytest.fail(
@@ -233,7 +249,7 @@ def demo_run(tmp_path_factory) -> WorkflowRun:
             copy_workflow(run.workdir)
     else:
         run = WorkflowRun(copy_workflow(tmp_path_factory.mktemp("demo_run")))
-    run.snakemake()
+    run.snakemake(timeout=3600)  # a few minutes on 2 idle cores; the limit is a safeguard
     return run
 
 
