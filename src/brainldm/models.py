@@ -5,9 +5,11 @@ Two sources, one loader:
 - a diffusers Stable Diffusion v1.x checkpoint: a hub id such as
   ``CompVis/stable-diffusion-v1-4`` (read from the local Hugging Face cache) or a
   folder written by ``save_pretrained``;
-- ``tiny``: a Stable-Diffusion-shaped model with random weights fixed by a seed,
-  built offline by :func:`build_tiny_model` and saved with ``save_pretrained``, so
-  it is loaded by exactly the same ``from_pretrained`` call as SD v1.4.
+- ``tiny``: a Stable-Diffusion-shaped model with weights fixed by a seed (U-Net and
+  text encoder random; the VAE optionally fitted on procedural scenes, see
+  :mod:`brainldm.tiny_vae`), built offline by :func:`build_tiny_model` and saved
+  with ``save_pretrained``, so it is loaded by exactly the same ``from_pretrained``
+  call as SD v1.4.
 
 Pipelines have no safety checker and no feature extractor. They run in float16 on
 CUDA and float32 on the CPU, with a DDIM scheduler (the reference's sampler).
@@ -36,6 +38,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from brainldm.tiny_vae import fit_vae
+
 #: Components every Stable Diffusion v1.x folder must hold, with the files that make them.
 REQUIRED_COMPONENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     # component: (config files (one of), weight-file name prefixes (one of))
@@ -51,6 +55,10 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tiny_tokenizer"
 #: Latent resolution the tiny U-Net is configured for (64 px images -> 4 x 8 x 8 latents).
 TINY_SAMPLE_SIZE = 8
+#: Training steps of the tiny VAE when the workflow builds the tiny model (config
+#: model.tiny_vae_steps; ~35 s on one CPU core). The functions below default to 0
+#: (random VAE, instant) so that tests needing only shapes stay fast.
+TINY_VAE_STEPS = 300
 #: CLIP's context length; Stable Diffusion pads every prompt to it.
 MAX_LENGTH = 77
 
@@ -70,14 +78,22 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 
 # ---------------------------------------------------------------- tiny model
-def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> dict:
-    """The five modules of a tiny SD-shaped model, weights random but fixed by ``seed``.
+def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR,
+                          vae_steps: int = 0, vae_image_size: int | None = None) -> dict:
+    """The five modules of a tiny SD-shaped model, weights fixed by ``seed``.
 
-    VAE: 4 blocks (x8 downsampling, 4 latent channels, scaling factor 0.18215 like SD);
+    VAE: 4 blocks (x8 downsampling, 4 latent channels, 64 px sample size);
     U-Net: 2 down / 2 up blocks with cross-attention (dim 32), sample size 8;
     text encoder: 2-layer CLIP, hidden size 32, vocabulary of the tokenizer files;
     scheduler: DDIM with SD v1's beta schedule. About 1.1 M parameters.
+    All weights are drawn at random from ``seed``. With ``vae_steps`` > 0 the VAE is
+    then trained for that many steps on random scenes of ``vae_image_size`` px
+    (default: its sample size, 64) drawn from ``seed`` (:func:`brainldm.tiny_vae.fit_vae`),
+    and its scaling factor set so that scaled latents have unit sd; with 0 it stays
+    random with SD's scaling factor 0.18215. U-Net and text encoder stay random.
     """
+    if vae_steps < 0:
+        raise ModelError(f"model.tiny_vae_steps = {vae_steps}: use 0 (random VAE) or a positive number of steps")
     tokenizer_dir = Path(tokenizer_dir)
     for name in ("vocab.json", "merges.txt"):
         if not (tokenizer_dir / name).is_file():
@@ -133,19 +149,24 @@ def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    if vae_steps:
+        fit_vae(vae, vae_steps, seed, image_size=vae_image_size)
     return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0,
-                     tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR) -> Path:
+                     tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR,
+                     vae_steps: int = 0, vae_image_size: int | None = None) -> Path:
     """Build the tiny model and ``save_pretrained`` it into ``out_dir`` (atomically).
 
-    The folder is written next to ``out_dir`` under a temporary name and renamed when
-    complete; an existing ``out_dir`` is replaced. Returns ``out_dir``.
+    seed, vae_steps, vae_image_size: see :func:`build_tiny_components` (the workflow
+    passes model.tiny_seed and model.tiny_vae_steps). The folder is written next to
+    ``out_dir`` under a temporary name and renamed when complete; an existing
+    ``out_dir`` is replaced. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
     pipe = StableDiffusionImg2ImgPipeline(
-        **build_tiny_components(seed, tokenizer_dir),
+        **build_tiny_components(seed, tokenizer_dir, vae_steps, vae_image_size),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -5,7 +5,8 @@ include: "models.smk"
 
 
 rule build_tiny_model:
-    """Build the tiny Stable-Diffusion-shaped model (random weights fixed by model.tiny_seed)."""
+    """Build the tiny Stable-Diffusion-shaped model (weights fixed by model.tiny_seed; the
+    VAE trained for model.tiny_vae_steps steps on procedural scenes, the rest random)."""
     input:
         vocab=os.path.join(TINY_TOKENIZER_DIR, "vocab.json"),
         merges=os.path.join(TINY_TOKENIZER_DIR, "merges.txt"),
@@ -13,6 +14,7 @@ rule build_tiny_model:
         f"{TINY_MODEL_DIR}/model_index.json",
     params:
         seed=MODEL["tiny_seed"],
+        vae_steps=MODEL["tiny_vae_steps"],
     log:
         "results/logs/features/build_tiny_model.log",
     benchmark:
