@@ -95,7 +95,8 @@ def synthetic_outputs():
     files = all_nsd_files()
     other = "nifti" if config["data"]["betas_format"] == "hdf5" else "hdf5"
     files += [nsd_file(f"betas_{other}", s, n) for s in SUBJECTS for n in SESSIONS]
-    files += [os.path.join(NSD_ROOT, "ground_truth", f"{s}.npz") for s in SUBJECTS]
+    truth = ["low_level.npy", "attributes.npy", "attribute_names.json"] + [f"{s}.npz" for s in SUBJECTS]
+    files += [os.path.join(NSD_ROOT, "ground_truth", name) for name in truth]
     return files
 
 

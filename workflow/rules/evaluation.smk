@@ -52,8 +52,18 @@ rule evaluation_summary:
         expand("results/{subject}/evaluation/scores.tsv", subject=SUBJECTS),
     output:
         csv="results/evaluation/metrics.csv",
-        md="results/evaluation/metrics.md",
-        png="results/evaluation/metrics.png",
+        md=report(
+            "results/evaluation/metrics.md",
+            caption="../report/metrics_table.rst",
+            category="Evaluation",
+            labels={"figure": "metrics table"},
+        ),
+        png=report(
+            "results/evaluation/metrics.png",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+            labels={"figure": "metrics"},
+        ),
         wilcoxon="results/evaluation/wilcoxon.tsv",
     params:
         conditions=list(EVAL["conditions"]),

@@ -8,8 +8,8 @@ from brainldm.feature_shards import family_settings
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
 TINY_MODEL_DIR = "results/models/tiny"
-# The tiny model's hand-made tokenizer ships with the workflow (not the working directory).
-TINY_TOKENIZER_DIR = os.path.join(workflow.basedir, "resources", "tiny_tokenizer")
+# The tiny model's hand-made tokenizer ships with the repository (paths are relative to the working directory, the repository root).
+TINY_TOKENIZER_DIR = "resources/tiny_tokenizer"
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
 FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
