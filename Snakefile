@@ -12,6 +12,9 @@ os.environ.update(
         p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
     )
 )
+# Progress bars in the jobs' log files: a fixed width and at most one update every 10 s.
+for key, value in {"TQDM_MININTERVAL": "10", "TQDM_NCOLS": "100"}.items():
+    os.environ.setdefault(key, value)
 
 
 configfile: "config/config.yaml"

@@ -28,7 +28,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import diffusers
 import torch
+import transformers
 from diffusers import (
     AutoencoderKL,
     DDIMScheduler,
@@ -285,6 +287,9 @@ def load_pipeline(name_or_dir: str | os.PathLike, device: str | torch.device | N
     source = resolve_model(name_or_dir, local_files_only)
     if Path(source).exists():
         check_model_folder(source)
+    # Loading bars and the `accelerate` notice would only clutter the rule's log file.
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
         source,
         dtype=dtype,
@@ -292,6 +297,7 @@ def load_pipeline(name_or_dir: str | os.PathLike, device: str | torch.device | N
         feature_extractor=None,
         requires_safety_checker=False,
         local_files_only=local_files_only,
+        low_cpu_mem_usage=False,
     )
     tok, enc = pipe.tokenizer, pipe.text_encoder
     # A tokenizer folder without its vocabulary loads as a 2-token tokenizer without an
