@@ -32,7 +32,7 @@ demo: install system-deps
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/demo.yaml --cores $(CORES)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: install
 	$(BIN)/snakemake --configfile config/demo.yaml --lint
