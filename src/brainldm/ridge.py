@@ -246,26 +246,19 @@ def fit_ridge(
             if solver == "primal":
                 model = RidgeCV(alphas=alphas, cv=cv_arg, fit_intercept=False,
                                 solver_params=params or None, Y_in_cpu=y_in_cpu)
-                model.fit(Xs, Yc)
-                fit = RidgeFit(x_mean=scaler.mean_.astype(np.float32),
-                               x_scale=scaler.scale_.astype(np.float32),
-                               y_offset=y_offset,
-                               best_alphas=_to_numpy(bk, model.best_alphas_),
-                               cv_scores=_to_numpy(bk, model.cv_scores_),
-                               solver=solver, backend=name,
-                               coef=_to_numpy(bk, model.coef_))
             else:
                 model = KernelRidgeCV(alphas=alphas, kernel="linear", cv=cv_arg,
                                       fit_intercept=False, solver_params=params or None,
                                       Y_in_cpu=y_in_cpu)
-                model.fit(Xs, Yc)
-                fit = RidgeFit(x_mean=scaler.mean_.astype(np.float32),
-                               x_scale=scaler.scale_.astype(np.float32),
-                               y_offset=y_offset,
-                               best_alphas=_to_numpy(bk, model.best_alphas_),
-                               cv_scores=_to_numpy(bk, model.cv_scores_),
-                               solver=solver, backend=name,
-                               x_fit=Xs, dual_coef=_to_numpy(bk, model.dual_coef_))
+            model.fit(Xs, Yc)
+            weights = (dict(coef=_to_numpy(bk, model.coef_)) if solver == "primal"
+                       else dict(x_fit=Xs, dual_coef=_to_numpy(bk, model.dual_coef_)))
+            fit = RidgeFit(x_mean=scaler.mean_.astype(np.float32),
+                           x_scale=scaler.scale_.astype(np.float32),
+                           y_offset=y_offset,
+                           best_alphas=_to_numpy(bk, model.best_alphas_),
+                           cv_scores=_to_numpy(bk, model.cv_scores_),
+                           solver=solver, backend=name, **weights)
     finally:
         set_backend(previous, on_error="warn")
     if fit.coef is not None and fit.coef.ndim == 1:  # single target
