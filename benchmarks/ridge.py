@@ -8,8 +8,8 @@ float32), every method runs in its own subprocess so that its peak memory (max R
 is its own:
 
 - ``ours``: brainldm.ridge.fit_ridge as the decoding stage calls it (auto backend =
-  himalaya torch on CPU / torch_cuda on GPU, standardised X, intercept, per-target
-  alphas, 5 folds, n_targets_batch, n_alphas_batch=1);
+  numpy on CPU, PrimalRidgeCV with its cost-model strategy, printed as ours/<strategy>,
+  standardised X, intercept, per-target alphas, 5 folds, n_targets_batch);
 - ``reference``: the reference's configuration (StandardScaler, himalaya RidgeCV on the
   numpy backend, no target batching, fit_intercept=False, cv=5);
 - ``sklearn``: scikit-learn RidgeCV(alpha_per_target=True) (efficient leave-one-out,
@@ -71,8 +71,9 @@ def worker(method: str, n: int, p: int, t: int, threads: int, n_targets_batch: i
             from brainldm.ridge import fit_ridge
 
             fit = fit_ridge(X, Y, ALPHAS, cv=5, backend="auto", n_targets_batch=n_targets_batch,
-                            n_alphas_batch=1, fit_intercept=True, overwrite_Y=True)
+                            fit_intercept=True, overwrite_Y=True)
             fit.predict(X[:100])
+            method = f"ours/{fit.strategy}"
         elif method == "reference":
             from himalaya.backend import set_backend
             from himalaya.ridge import RidgeCV
@@ -112,20 +113,21 @@ def run_method(method: str, n: int, p: int, t: int, threads: int, n_targets_batc
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def c_decoder_memory_gb(n: int, p: int, t: int, n_test: int, n_targets_batch: int) -> dict[str, float]:
-    """Float32 arrays alive at the peak of the full-size c decoder (primal solver,
-    n_alphas_batch=1, Y centred in place), in GB."""
+def c_decoder_memory_gb(n: int, p: int, t: int, n_test: int, n_targets_batch: int, n_folds: int = 5) -> dict[str, float]:
+    """Float32 arrays alive at the peak of the full-size c decoder (PrimalRidgeCV, Y
+    centred in place), in GB."""
     gb = 4 / 1e9
-    n_tr = n * 4 // 5
+    n_val = n // n_folds
+    b = n_targets_batch
     parts = {
         "X standardised (n x p)": n * p * gb,
         "Y (n x t), centred in place": n * t * gb,
-        "primal weights + refit buffer (2 x p x t)": 2 * p * t * gb,
-        "refit matrix for one alpha (p x n)": p * n * gb,
-        "fold: X train/test copies + SVD U (2 x n x p)": 2 * n * p * gb,
-        "fold: Y batch gathers (2 x n_train x batch)": 2 * n_tr * n_targets_batch * gb,
-        "fold: predictions (n_test_fold x batch) + matrix (n_test_fold x n_train)":
-            ((n - n_tr) * n_targets_batch + (n - n_tr) * n_tr) * gb,
+        "coefficients (p x t)": p * t * gb,
+        "eigenvectors, folds + full data ((folds + 1) x p x p)": (n_folds + 1) * p * p * gb,
+        "X_val V per fold (folds x n_val x p)": n * p * gb,
+        "Gram matrix while decomposing (p x p)": p * p * gb,
+        "batch: Y columns (n x b) + XᵀY, projection, refit (4 x p x b)": (n * b + 4 * p * b) * gb,
+        "batch: X_val gather (n_val x p) + Y_val, residuals (3 x n_val x b)": (n_val * p + 3 * n_val * b) * gb,
         "test predictions (n_test x t)": n_test * t * gb,
     }
     parts["total"] = sum(parts.values())
@@ -152,7 +154,7 @@ def main() -> None:
           f"(NSD subj01: ~25,000 trials x several thousand voxels -> 6,400 (z) / 59,136 (c) targets)")
     for t in (int(6400 * args.scale), int(20000 * args.scale)):
         results = [run_method(m, n, p, t, args.threads, args.n_targets_batch) for m in args.methods.split(",")]
-        by = {r["method"]: r for r in results}
+        by = {r["method"].split("/")[0]: r for r in results}
         ours = by.get("ours", {}).get("seconds", float("nan"))
         floor = by.get("floor", {}).get("seconds", float("nan"))
         print(f"\n-> {t} targets (Y = {n * t * 4 / 1e9:.2f} GB float32)")
@@ -165,7 +167,7 @@ def main() -> None:
     n_full, p_full, t_full = 24980, 8000, 59136
     print(f"\nFull-size c decoder, float32 arrays at the peak (assumed: {n_full} training trials = "
           f"NSD subj01 sessions 1-37 minus the shared-image trials, {p_full} ventral voxels, "
-          f"{t_full} targets, n_targets_batch={args.n_targets_batch}, n_alphas_batch=1):")
+          f"{t_full} targets, n_targets_batch={args.n_targets_batch}):")
     for name, value in c_decoder_memory_gb(n_full, p_full, t_full, 982, args.n_targets_batch).items():
         print(f"  {name:75s} {value:6.2f} GB")
 

@@ -1,4 +1,4 @@
-"""brainldm.ridge: the himalaya layer shared by decoding and encoding."""
+"""brainldm.ridge: the ridge layer shared by decoding and encoding (primal solver checked against himalaya)."""
 
 import numpy as np
 import pytest
@@ -115,3 +115,60 @@ def test_batching_changes_memory_not_results(solver):
     b = fit_ridge(X, Y, alphas=[0.1, 1, 10], backend="numpy", solver=solver, n_targets_batch=3, n_alphas_batch=1)
     np.testing.assert_array_equal(a.best_alphas, b.best_alphas)
     np.testing.assert_allclose(a.predict(X), b.predict(X), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["folds", "hat"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_primal_solver_is_himalaya_ridgecv(backend, strategy):
+    """PrimalRidgeCV computes what himalaya's RidgeCV computes: same alpha per target,
+    same coefficients and CV scores, on data whose targets need different alphas and
+    whose columns are correlated."""
+    from himalaya.backend import set_backend
+    from himalaya.ridge import RidgeCV
+
+    from sklearn.model_selection import KFold
+
+    from brainldm.ridge import PrimalRidgeCV, standardise_columns
+
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 60)).astype(np.float32)
+    X[:, 1] = 0.9 * X[:, 0] + 0.1 * X[:, 1]
+    W = rng.standard_normal((60, 50)).astype(np.float32) * (rng.random(50) > 0.5)
+    Y = X @ W + rng.standard_normal((300, 50)).astype(np.float32) * rng.uniform(0.5, 30, 50).astype(np.float32)
+    alphas = np.logspace(-2, 5, 8)
+    _, _, Xs = standardise_columns(X)
+    splits = list(KFold(5).split(X))
+    design = PrimalRidgeCV(Xs, alphas, splits, backend, strategy=strategy)
+    ours = fit_ridge(X, Y, alphas, cv=splits, fit_intercept=False, backend=backend, design=design)
+    set_backend("numpy")
+    ref = RidgeCV(alphas=alphas, cv=5, fit_intercept=False).fit(Xs.astype(np.float64), Y.astype(np.float64))
+    assert len(np.unique(ref.best_alphas_)) >= 4  # the comparison covers several alphas
+    np.testing.assert_allclose(ours.best_alphas, ref.best_alphas_, rtol=1e-5)
+    np.testing.assert_allclose(ours.coef, ref.coef_, atol=1e-4 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(ours.cv_scores, ref.cv_scores_, rtol=1e-4)
+
+
+def test_design_reused_across_target_batches():
+    """A design built once gives the same fit as building it inside fit_ridge."""
+    from brainldm.ridge import ridge_design
+
+    X, Y = _data(t=12)
+    groups = np.repeat(np.arange(6), 20)
+    design = ridge_design(X, [0.1, 10, 1000], cv=3, groups=groups, backend="numpy")
+    direct = fit_ridge(X, Y[:, 6:], [0.1, 10, 1000], cv=3, groups=groups, backend="numpy")
+    reused = fit_ridge(X, Y[:, 6:], [0.1, 10, 1000], cv=3, groups=groups, backend="numpy", design=design)
+    np.testing.assert_array_equal(direct.best_alphas, reused.best_alphas)
+    np.testing.assert_allclose(direct.coef, reused.coef, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_strategy_follows_the_cost_model():
+    """Small folds next to many features: the hat-matrix strategy; big folds: per-fold
+    eigendecompositions; a hat cache beyond the limit: per-fold."""
+    from brainldm.ridge import HAT_CACHE_BYTES, primal_cv_costs
+
+    bench = primal_cv_costs(4000, 2500, 3200, 5, 7)
+    assert bench["hat"] < bench["folds"] and bench["hat_cache_bytes"] <= HAT_CACHE_BYTES
+    nsd_c = primal_cv_costs(24980, 8000, 59136, 5, 7)
+    assert nsd_c["hat_cache_bytes"] > HAT_CACHE_BYTES
+    nsd_z = primal_cv_costs(24980, 5000, 6400, 5, 7)
+    assert nsd_z["folds"] < nsd_z["hat"]

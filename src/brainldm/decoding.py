@@ -216,7 +216,7 @@ def decode(
     Y_train += fit.y_offset  # undo the in-place centring for the control fit
     pred = fit.predict(X_test)
     scores = dict(best_alphas=fit.best_alphas, **_scores(pred, Y_test))
-    solver, backend = fit.solver, fit.backend
+    solver, backend, strategy = fit.solver, fit.backend, fit.strategy
     del fit
     shuffled: dict = {}
     if settings.shuffle_control:
@@ -226,7 +226,7 @@ def decode(
         control = fit_ridge(X_train[perm], Y_train, overwrite_Y=True, **common)
         shuffled = dict(best_alphas=control.best_alphas, **_scores(control.predict(X_test), Y_test))
         del control
-    info = dict(solver=solver, backend=backend, n_train=X_train.shape[0],
+    info = dict(solver=solver, strategy=strategy, backend=backend, n_train=X_train.shape[0],
                 n_voxels=X_train.shape[1], n_dims=Y_train.shape[1], n_test=X_test.shape[0])
     return pred, scores, dict(shuffled=shuffled, info=info)
 

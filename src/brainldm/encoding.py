@@ -35,7 +35,7 @@ import scipy.stats
 from tqdm import tqdm
 
 from brainldm.io import atomic_path
-from brainldm.ridge import fit_ridge, make_cv, pearson_columns, resolve_backend
+from brainldm.ridge import fit_ridge, make_cv, pearson_columns, resolve_backend, ridge_design
 
 log = logging.getLogger("brainldm.encoding")
 
@@ -283,10 +283,14 @@ def fit_single(x_train: np.ndarray, x_test: np.ndarray, data: SubjectData, setti
     """Ridge of one feature space on every voxel -> {r, r2, alpha} each (n_vox,) float32."""
     out = {k: np.empty(data.n_vox, dtype=np.float32) for k in ("r", "r2", "alpha")}
     batches = voxel_batches(data.n_vox, settings["voxel_batch"])
+    cv = dict(cv=settings["cv_folds"], groups=data.train_ids, backend=settings["backend"])
+    # the per-fold decompositions of the features are computed once for all voxel batches
+    design = (ridge_design(x_train, settings["alphas"], n_targets=data.n_vox, **cv)
+              if x_train.shape[0] >= x_train.shape[1] else None)
     for sl in tqdm(batches, desc=f"ridge {desc}", file=sys.stderr, mininterval=10, dynamic_ncols=False, disable=len(batches) == 1):
         y = np.asarray(data.train[:, sl], dtype=np.float32)
-        fit = fit_ridge(x_train, y, settings["alphas"], cv=settings["cv_folds"], groups=data.train_ids,
-                        backend=settings["backend"], n_targets_batch=settings["n_targets_batch"], fit_intercept=True)
+        fit = fit_ridge(x_train, y, settings["alphas"], n_targets_batch=settings["n_targets_batch"],
+                        fit_intercept=True, design=design, **cv)
         scores = _test_scores(np.asarray(data.test[:, sl]), fit.predict(x_test))
         out["r"][sl], out["r2"][sl], out["alpha"][sl] = scores["r"], scores["r2"], fit.best_alphas
     return out

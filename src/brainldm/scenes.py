@@ -66,11 +66,14 @@ def render(scene: Scene, size: int) -> np.ndarray:
     """Pixels of a scene: (size, size, 3) uint8."""
     rng = np.random.default_rng(scene.texture_seed)
     bg = np.array(BACKGROUNDS[scene.background], dtype=np.float32)
-    # Background: base colour, a smooth gradient and fine texture noise.
+    # Background: base colour under an illumination the captions do not mention (a
+    # colour cast and a strong smooth gradient, as lighting varies between photos),
+    # plus fine texture noise.
     yy, xx = np.mgrid[0:size, 0:size] / size
     angle = rng.uniform(0, 2 * np.pi)
-    gradient = (np.cos(angle) * xx + np.sin(angle) * yy - 0.5) * rng.uniform(20, 60)
-    pixels = bg + gradient[..., None] + rng.normal(0, 6, size=(size, size, 3))
+    gradient = (np.cos(angle) * xx + np.sin(angle) * yy - 0.5) * rng.uniform(60, 140)
+    cast = rng.normal(0, 50, size=3)
+    pixels = bg + cast + gradient[..., None] + rng.normal(0, 6, size=(size, size, 3))
     img = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     for obj in scene.objects:
@@ -134,6 +137,17 @@ def attribute_names() -> list[str]:
         [f"shape:{s}" for s in SHAPES] + [f"colour:{c}" for c in COLOURS] + [f"size:{s}" for s in SIZES]
         + [f"place:{p}" for p in PLACES] + [f"background:{b}" for b in BACKGROUNDS] + ["n_objects"]
     )
+
+
+def local_contrast(low: np.ndarray, mean_weight: float = 0.25) -> np.ndarray:
+    """What the synthetic early visual cortex sees: each grid cell's deviation from the
+    image mean plus ``mean_weight`` x the image mean, per channel, like V1's
+    contrast-dominated, weakly luminance-tuned responses.
+
+    low: (n, channels, grid, grid) from :func:`low_level_features`; same shape out.
+    """
+    mean = low.mean(axis=(2, 3), keepdims=True)
+    return (low - mean + mean_weight * mean).astype(np.float32)
 
 
 def low_level_features(images: np.ndarray, grid: int = 8) -> np.ndarray:

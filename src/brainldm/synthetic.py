@@ -6,7 +6,9 @@ voxels are S1's V1-V3, ``ventral`` voxels its FFA, PPA, OFA and EBA, so maps
 land where a person expects them on the flatmap. The planted relation:
 
 - early voxels respond linearly to local luminance / colour contrast inside a
-  Gaussian receptive field (:func:`brainldm.scenes.low_level_features`);
+  Gaussian receptive field (:func:`brainldm.scenes.local_contrast` of
+  :func:`brainldm.scenes.low_level_features`): mostly what the captions do not
+  say (lighting, exact layout), so the caption model c explains them only partly;
 - ventral voxels respond linearly to the scene's semantic attributes that the
   captions state (:func:`brainldm.scenes.attributes`);
 - every other brain voxel carries only noise.
@@ -291,7 +293,7 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
         info.to_csv(tmp)
 
     # Brain responses.
-    low_std = _standardise(images_low.reshape(design.n_images, -1))
+    low_std = _standardise(scenes.local_contrast(images_low).reshape(design.n_images, -1))
     attr_std = _standardise(attrs)
     truth_dir = root / "ground_truth"
     truth_dir.mkdir(parents=True, exist_ok=True)

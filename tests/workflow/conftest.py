@@ -27,10 +27,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 # Overrides merged over config/demo.yaml for the test runs: the demo made smaller
-# (360 instead of 600 trials and 20 instead of 40 test images per subject, one sample
-# per reconstruction) so that the shared run stays within the test budget.
+# (420 instead of 600 trials and 30 instead of 40 test images per subject, one sample
+# per reconstruction) so that the shared run stays within the test budget; 30 test
+# images keep enough power for the encoding models' planted-structure checks.
 TEST_CONFIG: dict = {
-    "synthetic": {"trials_per_session": 90, "n_shared_images": 20, "n_images": 820},
+    "synthetic": {"trials_per_session": 105, "n_shared_images": 30, "n_images": 910},
     "reconstruction": {"n_samples": 1, "grid_images": 4},
 }
 # What the shared demo run (and every command without explicit targets) asks for;
