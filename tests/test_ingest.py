@@ -129,7 +129,7 @@ def test_planted_signal_is_recoverable_from_early_voxels(synthetic_root, synthet
     assert np.nanmean(r) > 0.7
     assert abs(np.mean(r_shuffled)) < 0.25
     assert np.nanmean(r) > max(r_shuffled) + 0.2
-    # ventral voxels carry the semantic attributes (which correlate with pixels: background colour),
+    # ventral voxels carry the semantic attributes (which correlate with pixels through the captioned background colour),
     # not the pixels themselves: they predict low-level features worse
     fit_v = fit_ridge(np.load(out / "betas_ventral_train.npy"), low[train["nsd_id"]], alphas, cv=5, backend="numpy")
     assert np.nanmean(pearson_columns(fit_v.predict(np.load(out / "betas_ventral_test.npy")), low[test["nsd_id"]])) < np.nanmean(r)

@@ -57,6 +57,7 @@ def decoding_runtime(wildcards):
 
 
 def decoding_mem_mb(wildcards, input):
-    """X and Y in float32, one centred copy and the solver's work arrays: about
-    twice the betas plus twice the feature file (an upper bound of Y_train)."""
-    return int(1000 + 2 * input.size_mb)
+    """Y_train has one row per training trial (about 3x the feature file's rows, one per
+    image), plus coefficients, eigenvectors and X·V (benchmarks/ridge.py adds them up:
+    12.8 GB for a full-size c decoder): 4x the betas and 4x the feature file."""
+    return int(1000 + 4 * input.size_mb)
