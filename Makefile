@@ -13,7 +13,7 @@ export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export HF_HOME := $(CURDIR)/.cache/huggingface
 
-.PHONY: install system-deps demo test lint clean
+.PHONY: install system-deps demo test lint clean gpu-wheels
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: install
 
 lint: install
 	$(BIN)/snakemake --configfile config/demo.yaml --lint
+
+# Pure-Python wheels a GPU node without network lacks (see benchmarks/gpu.py).
+gpu-wheels: install
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --dest .wheels \
+	  $$(grep -E '^(diffusers|himalaya)==' requirements.lock)
 
 clean:
 	rm -rf results .snakemake
