@@ -369,3 +369,16 @@ def test_missing_url_names_it(files, tmp_path):
     with pytest.raises(DownloadError, match=r"/nothing\.zip answered HTTP 404.*coco_annotations_url"):
         download.fetch_coco_captions(files.url + "/nothing.zip", train, val)
     assert not train.exists() and not val.exists()
+
+
+def test_coco_captions_writes_only_the_given_missing_file(files, tmp_path):
+    files.files["/annotations/annotations_trainval2017.zip"] = coco_zip(
+        {"captions_train2017.json": TRAIN, "captions_val2017.json": VAL})
+    url = files.url + "/annotations/annotations_trainval2017.zip"
+    train, val = caption_paths(tmp_path)
+    train.parent.mkdir(parents=True)
+    train.write_text("a user's own file")
+    assert download.fetch_coco_captions(url, None, val) is True
+    assert train.read_text() == "a user's own file"
+    assert json.loads(val.read_text()) == VAL
+    assert sorted(p.name for p in train.parent.iterdir()) == [train.name, val.name]

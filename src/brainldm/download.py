@@ -389,18 +389,27 @@ def extract_members(archive: str | os.PathLike, members: dict[str, str | os.Path
                             "it again") from err
 
 
-def fetch_coco_captions(url: str, train_dest: str | os.PathLike, val_dest: str | os.PathLike) -> bool:
+def fetch_coco_captions(
+    url: str, train_dest: str | os.PathLike | None, val_dest: str | os.PathLike | None
+) -> bool:
     """Fetch COCO's annotation archive and extract captions_{train,val}2017.json.
 
-    The archive is downloaded next to the captions (resumable) and removed after
-    extraction. Returns False when both files already existed (nothing fetched).
+    A destination given as None is not written (the workflow passes only the missing
+    ones, so an existing caption file is never overwritten). The archive is
+    downloaded next to the captions (resumable) and removed after extraction.
+    Returns False when every given file already existed (nothing fetched).
     """
-    dests = {"captions_train2017.json": Path(train_dest), "captions_val2017.json": Path(val_dest)}
-    if all(d.exists() for d in dests.values()):
-        print(f"{' and '.join(map(str, dests.values()))} exist; skipped", file=sys.stderr)
+    dests = {name: Path(dest) for name, dest in
+             (("captions_train2017.json", train_dest), ("captions_val2017.json", val_dest))
+             if dest is not None}
+    if not dests:
+        raise DownloadError("fetch_coco_captions needs at least one destination")
+    dests = {name: dest for name, dest in dests.items() if not dest.exists()}
+    if not dests:
+        print("the caption files exist; skipped", file=sys.stderr)
         return False
     name = PurePosixPath(urlparse(url).path).name or "annotations.zip"
-    archive = Path(train_dest).parent / name
+    archive = next(iter(dests.values())).parent / name
     fetch_url(url, archive)
     try:
         extract_members(archive, dests)

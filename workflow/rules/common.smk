@@ -1,7 +1,8 @@
 # Helpers shared by every stage: subjects, sessions, NSD paths, targets.
 import os
+import sys
 
-from brainldm import nsd
+from brainldm import nsd, nsd_copy
 
 SUBJECTS = [nsd.subject_name(s) for s in config["data"]["subjects"]]
 SESSIONS = list(range(1, config["data"]["n_sessions"] + 1))
@@ -67,14 +68,16 @@ def shared_nsd_files():
     }
 
 
+def all_nsd_keys():
+    """Keys (paths under nsd_root) of every NSD file the configured subjects and sessions need."""
+    return nsd_copy.needed_keys(
+        SUBJECTS, {s: SESSIONS for s in SUBJECTS}, config["data"]["betas_format"]
+    )
+
+
 def all_nsd_files():
     """Every NSD file the method needs for the configured subjects and sessions."""
-    files = list(shared_nsd_files().values())
-    kind = f"betas_{config['data']['betas_format']}"
-    for subject in SUBJECTS:
-        files += list(subject_files(subject).values())
-        files += [nsd_file(kind, subject, s) for s in SESSIONS]
-    return files
+    return [os.path.join(NSD_ROOT, key) for key in all_nsd_keys()]
 
 
 # ---- data stage helpers
@@ -98,17 +101,6 @@ def synthetic_outputs():
     truth = ["low_level.npy", "attributes.npy", "attribute_names.json"] + [f"{s}.npz" for s in SUBJECTS]
     files += [os.path.join(NSD_ROOT, "ground_truth", name) for name in truth]
     return files
-
-
-# Keys of the files the method reads (see brainldm.nsd.relpath); nothing else.
-NSD_KEY_PATTERN = (
-    r"(?:nsddata/experiments/nsd/nsd_(?:expdesign\.mat|stim_info_merged\.csv)"
-    r"|nsddata/ppdata/subj0[1-8]/behav/responses\.tsv"
-    r"|nsddata/ppdata/subj0[1-8]/func1pt8mm/(?:brainmask|roi/[A-Za-z0-9_-]+)\.nii\.gz"
-    r"|nsddata_betas/ppdata/subj0[1-8]/func1pt8mm/betas_fithrf_GLMdenoise_RR/"
-    r"betas_session\d\d\.(?:hdf5|nii\.gz)"
-    r"|nsddata_stimuli/stimuli/nsd/nsd_stimuli\.hdf5)"
-)
 
 
 def download_runtime(wildcards):

@@ -86,7 +86,31 @@ TARGETS += ["results/stimuli/stimuli.tsv"] + [f for s in SUBJECTS for f in inges
 # Fetch the real NSD files (data.source: nsd) into nsd_root, mirroring the bucket's
 # keys, and COCO's caption JSONs. Defined only for the real data, so they never
 # compete with the synthetic generator, which writes the same paths.
+# An NSD file that exists at parse time is never an output of any rule: the {key}
+# wildcard matches only the missing keys, so no Snakemake option (--forceall,
+# --forcerun, --rerun-triggers, a changed rule) can delete or re-fetch it; the
+# consumers read it as a plain input. A file downloaded by an earlier run is, on
+# the next parse, just an existing file too.
 if not SYNTHETIC:
+    NSD_PRESENT, NSD_MISSING = nsd_copy.split_present(NSD_ROOT, all_nsd_keys())
+    NSD_MISSING_BUCKET = [k for k in NSD_MISSING if not nsd_copy.is_coco_key(k)]
+    NSD_MISSING_COCO = {
+        name: nsd_file(kind)
+        for name, kind in (("train", "captions_train"), ("val", "captions_val"))
+        if nsd.relpath(kind) in NSD_MISSING
+    }
+    if workflow.is_main_process:  # once, in the process that plans the DAG (not in each job)
+        print(
+            nsd_copy.summary(
+                NSD_ROOT,
+                NSD_PRESENT,
+                NSD_MISSING,
+                nsd_copy.object_sizes(
+                    NSD_MISSING, config["download"]["endpoint_url"], config["download"]["bucket"]
+                ),
+            ),
+            file=sys.stderr,
+        )
 
     rule download_nsd:
         """Fetch every NSD file the configured subjects and sessions need."""
@@ -94,11 +118,11 @@ if not SYNTHETIC:
             all_nsd_files(),
 
     rule download_nsd_file:
-        """One NSD file from the public bucket (anonymous S3; resumable, size-checked)."""
+        """One missing NSD file from the public bucket (anonymous S3; resumable, size-checked)."""
         output:
             os.path.join(NSD_ROOT, "{key}"),
         wildcard_constraints:
-            key=NSD_KEY_PATTERN,
+            key=nsd_copy.key_constraint(NSD_MISSING_BUCKET),
         params:
             key="{key}",
             endpoint_url=config["download"]["endpoint_url"],
@@ -117,24 +141,25 @@ if not SYNTHETIC:
         script:
             "../scripts/download_nsd.py"
 
-    rule download_coco_captions:
-        """COCO 2017 caption JSONs, extracted from COCO's annotation archive (~250 MB)."""
-        output:
-            train=nsd_file("captions_train"),
-            val=nsd_file("captions_val"),
-        params:
-            url=config["download"]["coco_annotations_url"],
-        log:
-            "results/logs/download/coco_captions.log",
-        benchmark:
-            "results/benchmarks/download/coco_captions.tsv"
-        retries: 3
-        threads: 1
-        resources:
-            mem_mb=512,
-            runtime=60,
-        conda:
-            "../../envs/cpu.yaml"
-        script:
-            "../scripts/download_coco.py"
+    if NSD_MISSING_COCO:
+
+        rule download_coco_captions:
+            """The missing COCO 2017 caption JSONs, from COCO's annotation archive (~250 MB)."""
+            output:
+                **NSD_MISSING_COCO,
+            params:
+                url=config["download"]["coco_annotations_url"],
+            log:
+                "results/logs/download/coco_captions.log",
+            benchmark:
+                "results/benchmarks/download/coco_captions.tsv"
+            retries: 3
+            threads: 1
+            resources:
+                mem_mb=512,
+                runtime=60,
+            conda:
+                "../../envs/cpu.yaml"
+            script:
+                "../scripts/download_coco.py"
 # <<< download rules

@@ -1,0 +1,94 @@
+"""brainldm.nsd_copy: the parse-time view of an NSD copy (present / missing keys, sizes)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import uuid
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from brainldm import nsd, nsd_copy
+
+
+def test_needed_keys_lists_shared_and_per_subject_files():
+    keys = nsd_copy.needed_keys(["subj01", "subj02"], {"subj01": [1, 2, 3], "subj02": [1, 2]}, "hdf5")
+    assert keys[0] == nsd.relpath("expdesign")
+    assert len(keys) == len(set(keys)) == 5 + 2 * 4 + 3 + 2
+    assert nsd.relpath("betas_hdf5", "subj01", 3) in keys
+    assert nsd.relpath("betas_hdf5", "subj02", 3) not in keys
+    assert nsd.relpath("captions_val") in keys and nsd.relpath("roi_streams", "subj02") in keys
+    nifti = nsd_copy.needed_keys(["subj01"], {"subj01": [1]}, "nifti")
+    assert nsd.relpath("betas_nifti", "subj01", 1) in nifti
+
+
+def test_split_present_checks_files_only(tmp_path):
+    keys = [nsd.relpath("expdesign"), nsd.relpath("responses", 1), nsd.relpath("brainmask", 1)]
+    (tmp_path / keys[0]).parent.mkdir(parents=True)
+    (tmp_path / keys[0]).write_bytes(b"x")
+    (tmp_path / keys[2]).mkdir(parents=True)  # a folder under a file's name is not the file
+    present, missing = nsd_copy.split_present(tmp_path, keys)
+    assert present == [keys[0]] and missing == keys[1:]
+
+
+def test_key_constraint_matches_exactly_the_missing_keys():
+    missing = [nsd.relpath("betas_hdf5", 1, 2), nsd.relpath("expdesign")]
+    regex = re.compile(nsd_copy.key_constraint(missing))
+    for key in missing:
+        assert regex.fullmatch(key)
+    for key in [nsd.relpath("betas_hdf5", 1, 1), nsd.relpath("betas_hdf5", 1, 12),
+                nsd.relpath("stim_info"), missing[0] + ".part", "x" + missing[1]]:
+        assert not regex.fullmatch(key), key
+    # dots are literal
+    assert not regex.fullmatch(missing[1].replace(".mat", "Xmat"))
+    nothing = re.compile(nsd_copy.key_constraint([]))
+    assert not any(nothing.fullmatch(k) for k in ["", "x", "(?!x)x", missing[0]])
+
+
+def test_summary_counts_lists_and_sizes():
+    present, missing = ["a"] * 3, ["b/one.hdf5", "b/two.hdf5"]
+    text = nsd_copy.summary("/data/nsd", present, missing, {"b/one.hdf5": 1024, "b/two.hdf5": 2048})
+    assert text == "NSD copy at /data/nsd: 3 of 5 files present; missing: b/one.hdf5, b/two.hdf5 (3.0 KiB)"
+    assert nsd_copy.summary("/r", present, missing).endswith("(size unknown)")
+    partial = nsd_copy.summary("/r", present, missing, {"b/one.hdf5": 10, "b/two.hdf5": None})
+    assert partial.endswith("(10 B for 1 of 2, the rest size unknown)")
+    assert nsd_copy.summary("/r", present, []) == "NSD copy at /r: 3 of 3 files present; nothing to download"
+    many = nsd_copy.summary("/r", [], [f"k{i}" for i in range(20)])
+    assert f"and {20 - nsd_copy.MAX_LISTED} more" in many
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_object_sizes_by_head(endpoint):
+    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"nsd-{uuid.uuid4().hex[:12]}"
+    admin.create_bucket(Bucket=bucket)
+    keys = [nsd.relpath("expdesign"), nsd.relpath("responses", 1)]
+    for i, key in enumerate(keys):
+        admin.put_object(Bucket=bucket, Key=key, Body=b"x" * (100 + i), ACL="public-read")
+    absent = nsd.relpath("brainmask", 1)
+    coco = nsd.relpath("captions_train")
+    sizes = nsd_copy.object_sizes([*keys, absent, coco], endpoint, bucket)
+    assert sizes == {keys[0]: 100, keys[1]: 101, absent: None, coco: None}
+
+
+def test_object_sizes_unreachable_is_unknown_and_quick():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keys = [nsd.relpath("betas_hdf5", 1, s) for s in range(1, 30)]
+    start = time.monotonic()
+    sizes = nsd_copy.object_sizes(keys, f"http://127.0.0.1:{port}", "nsd", timeout=1.0)
+    assert time.monotonic() - start < 5
+    assert sizes == {k: None for k in keys}

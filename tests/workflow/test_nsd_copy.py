@@ -1,0 +1,154 @@
+"""A user's existing NSD copy (here: a small synthetic one, `data.source: nsd`) is used
+in place: read-only works, no Snakemake option deletes or rewrites a file of it, and
+the dry run lists exactly the missing files, which are then fetched from S3 (moto on
+loopback) without touching anything else."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import stat
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from brainldm import nsd, nsd_copy
+
+from .conftest import WorkflowRun, copy_workflow, file_digest, parse_dry_run
+
+TARGETS = ["results/stimuli/stimuli.tsv", "results/subj01/ingest/train.tsv"]
+# what the run reads: 5 shared files, per subject 4 files and 2 sessions of hdf5 betas
+# (the copy also has the NIfTI betas and the generator's ground truth, never read)
+N_NEEDED = len(nsd_copy.needed_keys(["subj01", "subj02"], {"subj01": [1, 2], "subj02": [1, 2]}, "hdf5"))
+REMOVED = [nsd.relpath("brainmask", "subj02"), nsd.relpath("betas_hdf5", "subj01", 2)]
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
+    """{relative path: (sha256, mtime_ns, mode)} of every file under root."""
+    return {
+        str(p.relative_to(root)): (file_digest(p), p.stat().st_mtime_ns, p.stat().st_mode)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def set_writable(root: Path, writable: bool) -> None:
+    """chmod -R a-w (or u+w back) on root, keeping the files' mtimes."""
+    for p in sorted(root.rglob("*"), reverse=True) + [root]:
+        mode = p.stat().st_mode
+        mode = mode | stat.S_IWUSR if writable else mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+        os.chmod(p, mode)
+
+
+def unreachable_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.fixture(scope="module")
+def nsd_copy_root(tmp_path_factory) -> Path:
+    """A complete NSD-format copy (2 subjects x 2 sessions), dated long ago like a lab's copy."""
+    from brainldm.synthetic import SyntheticDesign, write_synthetic_nsd
+
+    root = tmp_path_factory.mktemp("lab") / "nsd"
+    design = SyntheticDesign(subjects=(1, 2), n_sessions=2, trials_per_session=60, n_shared_images=10,
+                             n_images=250, image_size=32, snr=1.0, seed=0)
+    write_synthetic_nsd(root, design, tmp_path_factory.mktemp("pycortex"))
+    for p in root.rglob("*"):
+        os.utime(p, (1709251200, 1709251200))  # 2024-03-01
+    return root
+
+
+def make_run(tmp_path: Path, root: Path, endpoint: str, bucket: str = "natural-scenes-dataset") -> WorkflowRun:
+    overrides = {
+        "data": {"source": "nsd", "nsd_root": str(root), "subjects": [1, 2], "n_sessions": 2},
+        "download": {"endpoint_url": endpoint, "bucket": bucket},
+    }
+    return WorkflowRun(copy_workflow(tmp_path / "wf", overrides), targets=list(TARGETS))
+
+
+def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(nsd_copy_root, root)  # copy2: mtimes kept
+    before = snapshot(root)
+    run = make_run(tmp_path, root, unreachable_endpoint())
+
+    # the complete copy: the dry run of the whole DAG, even forced, has no download job
+    proc = run.snakemake("-n", "--forceall", "--", "all")
+    n = N_NEEDED
+    assert f"NSD copy at {root}: {n} of {n} files present; nothing to download" in proc.stderr
+    assert proc.stderr.count("NSD copy at") == 1
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    assert jobs.get("ingest") == 2 and not any(r.startswith("download") for r in jobs), jobs
+
+    set_writable(root, False)
+    try:
+        ro = snapshot(root)
+        proc = run.snakemake()
+        assert (run.path("results/subj01/ingest/betas_early_train.npy")).stat().st_size > 0
+        assert proc.stderr.count("NSD copy at") == 1  # the main process only, not each job
+        assert snapshot(root) == ro
+    finally:
+        set_writable(root, True)
+    assert snapshot(root) == before
+
+    # writable, every rule forced: still nothing under the root changes
+    proc = run.snakemake("--forceall")
+    assert "download" not in proc.stdout + proc.stderr.replace("nothing to download", "")
+    assert snapshot(root) == before
+
+
+def test_dry_run_lists_exactly_the_missing_files_and_fetches_only_them(nsd_copy_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(nsd_copy_root, root)
+    full = snapshot(root)
+    bodies = {key: (root / key).read_bytes() for key in REMOVED}
+    for key in REMOVED:
+        (root / key).unlink()
+    before = snapshot(root)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                             aws_access_key_id="testing", aws_secret_access_key="testing")
+        bucket = f"nsd-{uuid.uuid4().hex[:12]}"
+        admin.create_bucket(Bucket=bucket)
+        for key, body in bodies.items():
+            admin.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
+        run = make_run(tmp_path, root, endpoint, bucket)
+
+        proc = run.snakemake("-n", "--", "download_nsd")
+        line = next(l for l in proc.stderr.splitlines() if l.startswith("NSD copy at"))
+        n = N_NEEDED
+        size = sum(len(b) for b in bodies.values())
+        assert line.startswith(f"NSD copy at {root}: {n - 2} of {n} files present; missing: ")
+        listed = line.split("missing: ", 1)[1].rsplit(" (", 1)[0].split(", ")
+        assert sorted(listed) == sorted(REMOVED)
+        assert re.search(r"\((\d+(\.\d)?) (B|KiB|MiB)\)$", line), line
+        assert f"{size / 1024 ** 2:.1f} MiB" in line or f"{size / 1024:.1f} KiB" in line
+        jobs = parse_dry_run(proc.stdout + proc.stderr)
+        assert jobs == {"download_nsd": 1, "download_nsd_file": 2}, jobs
+        for key in REMOVED:
+            assert f"{root / key}" in proc.stdout + proc.stderr
+
+        run.snakemake("--", "download_nsd")
+    finally:
+        server.stop()
+    after = snapshot(root)
+    assert {k: v for k, v in after.items() if k not in REMOVED} == before
+    for key in REMOVED:
+        assert after[key][0] == full[key][0]
+
+    # a downloaded file is an existing file on the next parse: nothing to fetch, even forced
+    proc = run.snakemake("-n", "--forceall", "--", "download_nsd")
+    assert f"{n} of {n} files present" in proc.stderr
+    assert "download_nsd_file" not in parse_dry_run(proc.stdout + proc.stderr)
