@@ -58,10 +58,33 @@ def roi_voxels(brainmask: np.ndarray, atlases: Mapping[str, np.ndarray], rois: M
 
 
 def zscore_sessionwise(betas: np.ndarray) -> np.ndarray:
-    """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32."""
-    mean = betas.mean(axis=0, keepdims=True)
-    sd = betas.std(axis=0, keepdims=True)
-    return ((betas - mean) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+    """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32.
+
+    Statistics are taken in float64; a voxel constant over the session is exactly 0.
+    """
+    x = np.asarray(betas, dtype=np.float64)
+    mean = x.mean(axis=0, keepdims=True)
+    sd = x.std(axis=0, keepdims=True)
+    constant = (x.max(axis=0) == x.min(axis=0))[None, :]
+    z = (x - mean) / np.where(constant | (sd == 0), 1.0, sd)
+    z[:, constant[0]] = 0.0
+    return z.astype(np.float32)
+
+
+#: What ingestion does with an all-zero or constant session (config ingest.bad_sessions).
+BAD_SESSION_ACTIONS = ("error", "exclude")
+
+
+def _session_problem(betas: np.ndarray) -> str | None:
+    """Why one session's int16 betas (n_trials, n_vox) are not data, or None."""
+    if betas.size == 0:
+        return None
+    lo, hi = int(betas.min()), int(betas.max())
+    if lo == hi == 0:
+        return "all zero"
+    if lo == hi:
+        return f"constant ({lo} at every voxel and trial)"
+    return None
 
 
 def ingest_subject(
@@ -74,17 +97,27 @@ def ingest_subject(
     rois: Mapping[str, Mapping],
     out_dir: str | os.PathLike,
     zscore: bool = True,
+    bad_sessions: str = "error",
 ) -> None:
     """Write one subject's arrays (see docs/contracts.md, "Ingestion output").
 
     betas_files: the subject's sessions 1..n in order (.hdf5 or .nii.gz).
     responses_files: every configured subject's responses.tsv (the test set is the
     shared images all of them saw). Betas are divided by 300 (percent signal change)
-    and, if ``zscore``, z-scored per voxel within each session.
+    and, if ``zscore``, z-scored per voxel within each session. An all-zero or
+    constant session stops ingestion (``bad_sessions="error"``) or is left out with
+    a warning (``"exclude"``); ``sessions.tsv`` records each session's status.
     """
+    if bad_sessions not in BAD_SESSION_ACTIONS:
+        raise ValueError(f"ingest.bad_sessions must be one of {BAD_SESSION_ACTIONS}, not {bad_sessions!r}")
     out_dir = Path(out_dir)
     n_sessions = len(betas_files)
     brainmask, affine = nsd.read_volume(brainmask_file)
+    if not np.any(brainmask > 0):
+        raise nsd.NSDError(
+            f"brain mask {brainmask_file} has no voxel > 0: the file is corrupt or is not NSD's brainmask.nii.gz; "
+            "delete it and fetch it again"
+        )
     atlases = {}
     for atlas, file in atlas_files.items():
         atlases[atlas], _ = nsd.read_volume(file)
@@ -120,6 +153,8 @@ def ingest_subject(
 
     grid = tuple(brainmask.shape)
     row = 0
+    kept_rows = np.ones(len(train), dtype=bool)
+    status = []  # one row per session for sessions.tsv
     try:
         for session, file in enumerate(tqdm(betas_files, desc=f"{subject} sessions", mininterval=10), start=1):
             sess = table.loc[table["SESSION"] == session]
@@ -128,11 +163,31 @@ def ingest_subject(
                 raise nsd.NSDError(f"betas {file} are on grid {file_grid} but the brain mask {brainmask_file} is {grid}: use betas and ROIs of the same subject and resolution (func1pt8mm)")
             if n_trials != len(sess):
                 raise nsd.NSDError(f"betas {file} hold {n_trials} trials but responses.tsv lists {len(sess)} for session {session}: the file is incomplete, fetch it again")
-            betas = nsd.read_betas(file, voxels["brain"]).astype(np.float32) / np.float32(nsd.BETA_SCALE)
-            if zscore:
-                betas = zscore_sessionwise(betas)
+            raw = nsd.read_betas(file, voxels["brain"])
             trials = sess["trial"].to_numpy()
             sess_train = is_train[table["SESSION"].to_numpy() == session]
+            problem = _session_problem(raw)
+            if problem is not None:
+                if bad_sessions == "error":
+                    raise nsd.NSDError(
+                        f"betas {file} (session {session}) are {problem} inside the brain mask: the file is not data; "
+                        "fetch it again, or set ingest.bad_sessions: exclude to leave this session out"
+                    )
+                log.warning("EXCLUDED session %d of %s: betas %s are %s (ingest.bad_sessions: exclude)", session, subject, file, problem)
+                status.append({"session": session, "file": str(file), "status": "excluded", "reason": problem})
+                n_skip = int(sess_train.sum())
+                kept_rows[row : row + n_skip] = False
+                row += n_skip
+                continue
+            betas = raw.astype(np.float32) / np.float32(nsd.BETA_SCALE)
+            if zscore:
+                betas = zscore_sessionwise(betas)
+            if not np.isfinite(betas).all():
+                raise nsd.NSDError(
+                    f"betas {file} (session {session}) give {int((~np.isfinite(betas)).sum())} NaN/inf values after "
+                    "scaling: the file is corrupt; fetch it again"
+                )
+            status.append({"session": session, "file": str(file), "status": "used", "reason": ""})
             chunk = betas[trials[sess_train]]
             for name, cols in columns.items():
                 train_maps[name][row : row + len(chunk)] = chunk[:, cols]
@@ -146,6 +201,22 @@ def ingest_subject(
             mm.flush()
             del mm
         train_maps.clear()
+        if not kept_rows.all():  # excluded sessions: keep only the rows of the others
+            for name in columns:
+                old = np.load(tmp_files[name], mmap_mode="r")
+                kept = out_dir / f".tmp-{os.getpid()}-kept-betas_{name}_train.npy"
+                new = np.lib.format.open_memmap(kept, mode="w+", dtype=np.float32, shape=(int(kept_rows.sum()), n_vox[name]))
+                new[:] = old[kept_rows]
+                new.flush()
+                del new, old
+                os.replace(kept, tmp_files[name])
+            train = train.loc[kept_rows].reset_index(drop=True)
+        if np.any(test_count == 0):
+            lost = test_ids[test_count == 0]
+            raise nsd.NSDError(
+                f"{subject}: test image {int(lost[0])} has no trial left after excluding sessions "
+                f"{[r['session'] for r in status if r['status'] == 'excluded']}: fetch those betas again"
+            )
         test_mean = (test_sum / np.maximum(test_count, 1)[:, None]).astype(np.float32)
         for name, cols in columns.items():
             with atomic_path(out_dir / f"betas_{name}_test.npy") as tmp:
@@ -158,8 +229,10 @@ def ingest_subject(
         with atomic_path(out_dir / "train.tsv") as tmp:
             train.insert(0, "row", np.arange(len(train)))
             train.to_csv(tmp, sep="\t", index=False)
+        with atomic_path(out_dir / "sessions.tsv") as tmp:
+            pd.DataFrame(status, columns=["session", "file", "status", "reason"]).to_csv(tmp, sep="\t", index=False)
     finally:
-        for file in tmp_files.values():
+        for file in [*tmp_files.values(), *out_dir.glob(f".tmp-{os.getpid()}-kept-*")]:
             if file.exists():
                 file.unlink()
     log.info("%s: %d train trials, %d test images, voxels %s", subject, len(train), len(test_ids), n_vox)

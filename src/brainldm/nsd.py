@@ -7,8 +7,10 @@ Paths mirror the keys of the public bucket ``s3://natural-scenes-dataset``.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import zlib
 from pathlib import Path
 
 import h5py
@@ -98,13 +100,32 @@ def _require(file: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------- volumes
-def read_volume(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A 3-D NIfTI volume: (data (x, y, z), affine (4, 4))."""
-    file = _require(file)
+def _load_nifti(file: Path) -> nib.Nifti1Image:
+    """A NIfTI image whose gzip stream is decompressed in full, so its CRC is checked.
+
+    nibabel alone reads only the bytes it needs and never sees a corrupt tail or
+    a failed CRC; this reads the whole file once (the image's uncompressed size in memory).
+    """
     try:
-        img = nib.load(str(file))
+        if str(file).endswith(".gz"):
+            with gzip.open(file, "rb") as f:
+                raw = f.read()  # reaches EOF: gzip checks the CRC and length
+            return nib.Nifti1Image.from_bytes(raw)
+        return nib.load(str(file))
+    except (OSError, EOFError, zlib.error, ValueError, Exception) as err:  # nibabel raises many kinds
+        raise NSDError(
+            f"cannot read NIfTI {file} ({type(err).__name__}: {err}); the file is corrupt or truncated: "
+            "delete it and fetch it again"
+        ) from err
+
+
+def read_volume(file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D NIfTI volume: (data (x, y, z), affine (4, 4)); the whole file is CRC-checked."""
+    file = _require(file)
+    img = _load_nifti(file)
+    try:
         data = np.asarray(img.dataobj)
-    except Exception as err:  # nibabel raises many kinds for corrupt files
+    except Exception as err:
         raise NSDError(f"cannot read NIfTI {file} ({err}); the file is corrupt or truncated: delete it and fetch it again") from err
     if data.ndim != 3:
         raise NSDError(f"{file} has shape {data.shape}; a 3-D volume (x, y, z) was expected")
@@ -127,29 +148,54 @@ def betas_grid(file: str | os.PathLike) -> tuple[tuple[int, int, int], int]:
     return tuple(shape[:3]), shape[3]
 
 
+def _not_int16(file: Path, dtype) -> NSDError:
+    return NSDError(
+        f"betas {file} hold {np.dtype(dtype).name} values, but NSD stores betas as int16 "
+        "(percent signal change x 300); they are not cast: fetch the original file again "
+        "(betas_fithrf_GLMdenoise_RR from the NSD bucket)"
+    )
+
+
 def read_betas(file: str | os.PathLike, voxels: np.ndarray) -> np.ndarray:
-    """Betas of one session at the given voxels, still in NSD's int16 units.
+    """Betas of one session at the given voxels, in NSD's int16 units.
 
     voxels: (n_voxels, 3) int (x, y, z) indices.
     Returns (n_trials, n_voxels) int16 (percent signal change x 300).
-    From ``.hdf5`` only the z-slices that hold a requested voxel are read.
+    From ``.hdf5`` only the z-slices that hold a requested voxel are read; a
+    ``.nii.gz`` is decompressed in full (CRC-checked). A file whose betas are not
+    int16 (or carry a NIfTI scaling) is an error naming the file, never cast.
     """
     file = _require(file)
     voxels = np.asarray(voxels)
-    try:
-        if str(file).endswith(".hdf5"):
+    if str(file).endswith(".hdf5"):
+        try:
             with h5py.File(file, "r") as f:
                 dset = f["betas"]  # (trials, z, y, x)
+                if dset.dtype != np.int16:
+                    raise _not_int16(file, dset.dtype)
                 out = np.empty((dset.shape[0], len(voxels)), dtype=np.int16)
                 for z in np.unique(voxels[:, 2]):
                     sel = np.flatnonzero(voxels[:, 2] == z)
                     plane = dset[:, int(z), :, :]  # (trials, y, x)
                     out[:, sel] = plane[:, voxels[sel, 1], voxels[sel, 0]]
                 return out
-        img = nib.load(str(file))
-        data = np.asarray(img.dataobj)  # (x, y, z, trials)
+        except NSDError:
+            raise
+        except Exception as err:
+            raise NSDError(f"cannot read betas {file} ({type(err).__name__}: {err}); the file is corrupt or truncated: delete it and fetch it again") from err
+    img = _load_nifti(file)
+    if img.get_data_dtype() != np.int16:
+        raise _not_int16(file, img.get_data_dtype())
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if not (slope == 1 and inter == 0):
+        raise NSDError(
+            f"betas {file} carry a NIfTI scaling (scl_slope {slope}, scl_inter {inter}); NSD's betas are plain "
+            "int16 (percent signal change x 300): fetch the original file again"
+        )
+    try:
+        data = np.asarray(img.dataobj.get_unscaled())  # (x, y, z, trials)
         return np.ascontiguousarray(data[voxels[:, 0], voxels[:, 1], voxels[:, 2], :].T)
-    except (OSError, KeyError, EOFError, ValueError, Exception) as err:
+    except Exception as err:
         raise NSDError(f"cannot read betas {file} ({type(err).__name__}: {err}); the file is corrupt or truncated: delete it and fetch it again") from err
 
 

@@ -81,7 +81,7 @@ def all_nsd_files():
 
 
 # ---- data stage helpers
-INGEST_FILES = ["train.tsv", "test.tsv"] + [
+INGEST_FILES = ["train.tsv", "test.tsv", "sessions.tsv"] + [
     f"{kind}_{roi}{suffix}"
     for roi in ROIS
     for kind, suffix in (("betas", "_train.npy"), ("betas", "_test.npy"), ("voxels", ".npy"))

@@ -64,6 +64,7 @@ rule ingest:
         subjects=SUBJECTS,
         rois=config["ingest"]["rois"],
         zscore=config["ingest"]["zscore_per_session"],
+        bad_sessions=config["ingest"]["bad_sessions"],
     log:
         "results/logs/{subject}/ingest.log",
     benchmark:
