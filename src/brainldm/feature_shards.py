@@ -209,13 +209,15 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
                    shard_dir: str | os.PathLike | None = None,
                    stimuli_hdf5=None, stim_info=None, captions_train=None, captions_val=None,
                    z_file=None, c_file=None, device: str | None = None, local_files_only: bool = True,
-                   threads: int | None = None, pipe=None) -> Path:
+                   threads: int | None = None, pipe=None, require_gpu: bool = False) -> Path:
     """Compute ``family`` for every image of ``stimuli_table`` and write ``out_file``.
 
     model: folder or hub id for :func:`brainldm.models.load_pipeline` (or pass ``pipe``).
     Inputs per family: z: stimuli_hdf5 (nsd_stimuli.hdf5); c: stim_info (nsd_stim_info_merged.csv)
     + captions_train/captions_val (COCO JSONs); zc, unet: z_file (z.h5) + c_file (c.h5).
     Finished shards of an earlier run with the same fingerprint are reused.
+    require_gpu: a GPU job (real model): no silent CPU fallback, see
+    :func:`brainldm.models.resolve_device`.
     """
     if family not in FAMILIES:
         raise FeatureError(f"unknown feature family {family!r}; known: {FAMILIES}")
@@ -264,7 +266,8 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         if pipe is None:
             from brainldm.models import load_pipeline
 
-            pipe = load_pipeline(model, device=device, local_files_only=local_files_only)
+            pipe = load_pipeline(model, device=device, local_files_only=local_files_only,
+                                 require_gpu=require_gpu)
         if family == "c":
             inputs.prefetch_captions(np.concatenate([ids[a:b] for _, a, b in todo]))
     if stale:
