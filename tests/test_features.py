@@ -306,6 +306,76 @@ def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
     assert not list((out / "shards" / "z").glob(".*tmp*"))
 
 
+def _counting(monkeypatch):
+    calls = []
+    real = feature_shards.compute_family
+
+    def counting(family, pipe, settings, nsd_ids, **kw):
+        calls.append(list(nsd_ids))
+        return real(family, pipe, settings, nsd_ids, **kw)
+
+    monkeypatch.setattr(feature_shards, "compute_family", counting)
+    return calls
+
+
+def _copy_without_times(src, dst):
+    """Copy a file or folder with fresh modification times (as cp without -p)."""
+    import shutil
+
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=shutil.copyfile)
+    else:
+        shutil.copyfile(src, dst)
+    for p in [dst, *dst.rglob("*")] if dst.is_dir() else [dst]:
+        os.utime(p, ns=(1_000_000_000, 1_000_000_000))
+
+
+def test_broken_model_folder_keeps_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
+    """issue 18.2: a model folder with only model_index.json fails before any shard is removed."""
+    from brainldm.models import ModelError
+
+    out = tmp_path / "features"
+    _extract("z", stimuli, out, model_dir)
+    shards = sorted((out / "shards" / "z").glob("*.h5"))
+    before = {p.name: p.read_bytes() for p in shards}
+    manifest = (out / "shards" / "z" / "manifest.json").read_text()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_bytes((model_dir / "model_index.json").read_bytes())
+    with pytest.raises(ModelError, match=r"broken lacks the component 'vae'"):
+        _extract("z", stimuli, out, broken)
+    assert {p.name: p.read_bytes() for p in sorted((out / "shards" / "z").glob("*.h5"))} == before
+    assert (out / "shards" / "z" / "manifest.json").read_text() == manifest
+    # the original model still finds every shard finished
+    calls = _counting(monkeypatch)
+    _extract("z", stimuli, out, model_dir)
+    assert calls == []
+
+
+def test_copied_model_and_stimuli_keep_shards(stimuli, tmp_path, model_dir, monkeypatch):
+    """issue 18.2: fingerprints are by content: copies with new mtimes reuse the shards."""
+    out = tmp_path / "features"
+    _extract("z", stimuli, out, model_dir)
+    first = _read(out / "z.h5")["z"][0]
+    digests = json.loads((out / "shards" / "digests.json").read_text())
+    assert any(k.endswith("nsd_stimuli.hdf5") for k in digests)
+    copy = tmp_path / "copied_model"
+    _copy_without_times(model_dir, copy)
+    stim = stimuli["stimuli"]
+    moved = tmp_path / "moved.hdf5"
+    _copy_without_times(stim, moved)
+    os.replace(moved, stim)  # same path, same bytes, new mtime
+    calls = _counting(monkeypatch)
+    _extract("z", stimuli, out, copy)
+    assert calls == []
+    np.testing.assert_array_equal(_read(out / "z.h5")["z"][0], first)
+    # one byte changed in the stimuli (new mtime, new digest): every shard is recomputed
+    with h5py.File(stim, "r+") as f:
+        f["imgBrick"][0, 0, 0, 0] = (int(f["imgBrick"][0, 0, 0, 0]) + 1) % 256
+    _extract("z", stimuli, out, copy)
+    assert len(sum(calls, [])) == 12
+
+
 def test_float16_storage(stimuli, tmp_path, model_dir):
     out = tmp_path / "features"
     _extract("c", stimuli, out, model_dir, settings={**FAST, "dtype": "float16"})

@@ -261,3 +261,66 @@ def test_schema_default_of_tiny_vae_steps_is_the_code_default():
 
     schema = yaml.safe_load((TINY_TOKENIZER_DIR.parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
     assert schema["properties"]["model"]["properties"]["tiny_vae_steps"]["default"] == TINY_VAE_STEPS
+
+
+# ---------------------------------------------------------------- device (issue 17.1)
+def _no_cuda(monkeypatch, smi=None):
+    """Pretend this machine has no usable CUDA (and nvidia-smi at ``smi`` or none)."""
+    import brainldm.models as models_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: smi if name == "nvidia-smi" else None)
+    return models_mod
+
+
+def test_gpu_job_without_cuda_stops_with_versions(monkeypatch, tiny_dir):
+    from brainldm.models import resolve_device
+
+    _no_cuda(monkeypatch)
+    with pytest.raises(ModelError) as err:
+        resolve_device("auto", require_gpu=True)
+    msg = str(err.value)
+    assert "no usable CUDA GPU" in msg and "model.device: auto" in msg
+    assert f"torch {torch.__version__}" in msg and f"CUDA {torch.version.cuda or 'none'}" in msg
+    assert "no NVIDIA driver found" in msg and "set model.device: cpu" in msg
+    with pytest.raises(ModelError, match="no usable CUDA GPU: model.device is cuda"):
+        resolve_device("cuda")
+    with pytest.raises(ModelError, match="no usable CUDA GPU"):
+        load_pipeline(tiny_dir, device=None, require_gpu=True)
+    # explicit cpu is honoured even for a GPU job; auto without a GPU job is the CPU
+    assert resolve_device("cpu", require_gpu=True).type == "cpu"
+    assert resolve_device(None).type == "cpu" and resolve_device("auto").type == "cpu"
+
+
+def test_driver_version_in_message(monkeypatch, tmp_path):
+    from brainldm.models import cuda_diagnostics
+
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '535.104.05, NVIDIA A100-SXM4-80GB'\n")
+    smi.chmod(0o755)
+    _no_cuda(monkeypatch, smi=str(smi))
+    assert "driver 535.104.05, NVIDIA A100-SXM4-80GB" in cuda_diagnostics()
+
+
+def test_tiny_model_auto_runs_on_cpu_and_logs_device(monkeypatch, tiny_dir, capsys):
+    _no_cuda(monkeypatch)
+    pipe = load_pipeline(tiny_dir, device=None)
+    assert pipe.device.type == "cpu"
+    assert "device cpu, dtype float32" in capsys.readouterr().err
+
+
+def test_feature_job_without_cuda_stops_before_writing(monkeypatch, tiny_dir, tmp_path):
+    """A GPU job (require_gpu, as the rule script passes for gpu=1) stops before writing anything."""
+    from brainldm.feature_shards import extract_family
+
+    table = tmp_path / "stimuli.tsv"
+    table.write_text("nsd_id\tcocoId\tcocoSplit\n0\t1\ttrain2017\n")
+    import h5py
+
+    with h5py.File(tmp_path / "stim.hdf5", "w") as f:
+        f["imgBrick"] = np.zeros((1, 16, 16, 3), np.uint8)
+    _no_cuda(monkeypatch)
+    with pytest.raises(ModelError, match="no usable CUDA GPU"):
+        extract_family("z", table, tmp_path / "z.h5", model=str(tiny_dir), settings={"z_resolution": 32},
+                       stimuli_hdf5=tmp_path / "stim.hdf5", require_gpu=True)
+    assert not (tmp_path / "z.h5").exists()

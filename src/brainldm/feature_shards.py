@@ -8,8 +8,13 @@ Layout (``shard_dir`` defaults to ``<out_file's folder>/shards/<family>``)::
 
 A shard counts as finished when its file exists and the manifest lists it with the
 same image ids; the manifest's fingerprint covers the model, the family's settings
-and its input files, and a changed fingerprint discards old shards. Every file is
-written under a temporary name and renamed when complete.
+and its input files, and a changed fingerprint discards old shards. Files enter the
+fingerprint by content (SHA-256), not by modification time, so a copied model folder
+or stimuli file keeps the finished shards; the digests are cached in
+``shards/digests.json`` keyed by (path, size, mtime), so a file is hashed again only
+when one of those changes. The model and the inputs are checked (and the model
+loaded) before any stale shard is removed, so a broken model folder costs no
+finished shard. Every file is written under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -63,9 +68,64 @@ def read_stimuli_table(file: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def _file_stamp(path) -> list:
-    st = Path(path).stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+class DigestCache:
+    """SHA-256 of files, cached in a JSON file keyed by (absolute path, size, mtime).
+
+    A file whose size or mtime changed (e.g. a copy) is hashed again, so the digest
+    always reflects the content; an unchanged file is not read again.
+    """
+
+    def __init__(self, cache_file: str | os.PathLike):
+        self.file = Path(cache_file)
+        try:
+            self.entries = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        except (json.JSONDecodeError, OSError):
+            self.entries = {}
+        self._dirty = False
+
+    def digest(self, path: str | os.PathLike) -> str:
+        """Hex SHA-256 of the file's bytes."""
+        path = Path(path).resolve()
+        st = path.stat()
+        key = str(path)
+        entry = self.entries.get(key)
+        if entry and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns:
+            return entry["sha256"]
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        self.entries[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": h.hexdigest()}
+        self._dirty = True
+        return h.hexdigest()
+
+    def folder_digest(self, folder: str | os.PathLike) -> list[list[str]]:
+        """[relative path, sha256] of every file under ``folder`` (sorted; hidden files skipped)."""
+        folder = Path(folder)
+        files = sorted(p for p in folder.rglob("*") if p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+        return [[p.relative_to(folder).as_posix(), self.digest(p)] for p in files]
+
+    def save(self) -> None:
+        """Write the cache (merged with what other jobs wrote meanwhile) if anything was hashed."""
+        if not self._dirty:
+            return
+        try:
+            current = json.loads(self.file.read_text()) if self.file.is_file() else {}
+        except (json.JSONDecodeError, OSError):
+            current = {}
+        current.update(self.entries)
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(self.file, current)
+        self._dirty = False
+
+
+def model_identity(model: str | os.PathLike, digests: DigestCache) -> list:
+    """What identifies a model for the fingerprint: the content of a model folder, or a hub id."""
+    path = Path(str(model))
+    if path.is_dir():
+        return digests.folder_digest(path)
+    return [str(model)]
 
 
 def _write_json(path: Path, obj) -> None:
@@ -119,17 +179,17 @@ class _Inputs:
             if not Path(given[key]).is_file():
                 raise FeatureError(f"missing input file {given[key]} ({key}) of the {family} features")
 
-    def stamps(self) -> list:
-        """What identifies the inputs: size and mtime of NSD files; for z.h5 / c.h5 the
+    def stamps(self, digests: DigestCache) -> list:
+        """What identifies the inputs: the SHA-256 of NSD files; for z.h5 / c.h5 the
         fingerprint they were computed with (so a mere re-gather does not count as new)."""
         if self.family in ("zc", "unet"):
             out = []
             for f in (self.z_file, self.c_file):
                 with h5py.File(f, "r") as h:
-                    out.append(str(h.attrs.get("fingerprint", "")) or _file_stamp(f))
+                    out.append(str(h.attrs.get("fingerprint", "")) or digests.digest(f))
             return out
         files = [self.stimuli_hdf5] if self.family == "z" else [self.stim_info, *self.caption_files.values()]
-        return [_file_stamp(f) for f in files]
+        return [digests.digest(f) for f in files]
 
     def prefetch_captions(self, ids: np.ndarray) -> None:
         info = nsd.read_stim_info(self.stim_info)
@@ -149,13 +209,15 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
                    shard_dir: str | os.PathLike | None = None,
                    stimuli_hdf5=None, stim_info=None, captions_train=None, captions_val=None,
                    z_file=None, c_file=None, device: str | None = None, local_files_only: bool = True,
-                   threads: int | None = None, pipe=None) -> Path:
+                   threads: int | None = None, pipe=None, require_gpu: bool = False) -> Path:
     """Compute ``family`` for every image of ``stimuli_table`` and write ``out_file``.
 
     model: folder or hub id for :func:`brainldm.models.load_pipeline` (or pass ``pipe``).
     Inputs per family: z: stimuli_hdf5 (nsd_stimuli.hdf5); c: stim_info (nsd_stim_info_merged.csv)
     + captions_train/captions_val (COCO JSONs); zc, unet: z_file (z.h5) + c_file (c.h5).
     Finished shards of an earlier run with the same fingerprint are reused.
+    require_gpu: a GPU job (real model): no silent CPU fallback, see
+    :func:`brainldm.models.resolve_device`.
     """
     if family not in FAMILIES:
         raise FeatureError(f"unknown feature family {family!r}; known: {FAMILIES}")
@@ -171,23 +233,21 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
     shard_dir = Path(shard_dir) if shard_dir else out_file.parent / "shards" / family
     shard_dir.mkdir(parents=True, exist_ok=True)
 
-    model_stamp = [str(model)]
-    if Path(str(model)).joinpath("model_index.json").is_file():
-        model_stamp = _file_stamp(Path(str(model)) / "model_index.json")
+    digests = DigestCache(shard_dir.parent / "digests.json")
     fingerprint = hashlib.sha1(json.dumps(
         {"family": family, "settings": {k: v for k, v in family_settings(family, s).items() if k != "batch_size"},
-         "model": model_stamp, "inputs": inputs.stamps()}, sort_keys=True).encode()).hexdigest()
+         "model": model_identity(model, digests), "inputs": inputs.stamps(digests)},
+        sort_keys=True).encode()).hexdigest()
+    digests.save()
     manifest_path = shard_dir / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     except json.JSONDecodeError:
         print(f"[features {family}] unreadable {manifest_path}: recomputing every shard", file=sys.stderr)
         manifest = {}
-    if manifest.get("fingerprint") != fingerprint:
-        for old in shard_dir.glob("*.h5"):
-            old.unlink()
+    stale = manifest.get("fingerprint") != fingerprint
+    if stale:
         manifest = {"family": family, "fingerprint": fingerprint, "shards": {}}
-        _write_json(manifest_path, manifest)
 
     bounds = [(a, min(a + s.shard_size, len(ids))) for a in range(0, len(ids), s.shard_size)]
     names = [f"{k:05d}" for k in range(len(bounds))]
@@ -201,12 +261,20 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
     print(f"[features {family}] {len(ids)} images, {len(bounds)} shards, {len(bounds) - len(todo)} already done",
           file=sys.stderr)
     if todo:
+        # Load (and so check) the model before anything is removed: a broken model
+        # folder must not cost the shards of an earlier run.
         if pipe is None:
             from brainldm.models import load_pipeline
 
-            pipe = load_pipeline(model, device=device, local_files_only=local_files_only)
+            pipe = load_pipeline(model, device=device, local_files_only=local_files_only,
+                                 require_gpu=require_gpu)
         if family == "c":
             inputs.prefetch_captions(np.concatenate([ids[a:b] for _, a, b in todo]))
+    if stale:
+        print(f"[features {family}] model, inputs or settings changed: removing the old shards", file=sys.stderr)
+        for old in shard_dir.glob("*.h5"):
+            old.unlink()
+        _write_json(manifest_path, manifest)
     store = np.dtype(s.dtype)
     for name, a, b in todo:
         t0 = time.time()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,6 +73,66 @@ class ModelError(ValueError):
 def default_device() -> torch.device:
     """CUDA when present, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def nvidia_driver() -> str:
+    """The NVIDIA driver version reported by nvidia-smi, or "no NVIDIA driver found"."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return "no NVIDIA driver found (nvidia-smi is not on PATH)"
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version,name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"nvidia-smi failed ({err})"
+    if out.returncode != 0:
+        return f"nvidia-smi failed: {(out.stderr or out.stdout).strip()[:300] or 'exit ' + str(out.returncode)}"
+    return "driver " + "; ".join(line.strip() for line in out.stdout.splitlines() if line.strip())
+
+
+def cuda_diagnostics() -> str:
+    """torch version, the CUDA it was built for, and the NVIDIA driver (for error messages)."""
+    return (f"torch {torch.__version__}, built for CUDA {torch.version.cuda or 'none (CPU-only build)'}, "
+            f"{nvidia_driver()}")
+
+
+def resolve_device(device: str | torch.device | None = None, require_gpu: bool = False) -> torch.device:
+    """The device a job runs on.
+
+    device: "cpu", "cuda" (or "cuda:N") or None/"auto" (CUDA when usable, else the CPU).
+    require_gpu: the job was scheduled as GPU work (a rule with resources gpu=1, i.e. a
+    real model): with "auto" and no usable CUDA it stops instead of running on the CPU
+    for days. An explicit "cpu" is always honoured. Raises :class:`ModelError` with
+    the torch/CUDA/driver versions when CUDA is asked for and not usable.
+    """
+    name = "auto" if device is None else str(device)
+    if name == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda" if name == "auto" else name)
+    if name == "auto" and not require_gpu:
+        return torch.device("cpu")
+    why = ("model.device is cuda" if name != "auto" else
+           "this job runs a real model (rule resource gpu=1) with model.device: auto")
+    raise ModelError(
+        f"no usable CUDA GPU: {why}, but torch.cuda.is_available() is False ({cuda_diagnostics()}). "
+        "Run the job on a GPU node whose driver supports this CUDA version (or install a torch "
+        "wheel built for the node's CUDA), or set model.device: cpu to run on the CPU on purpose "
+        "(very slow at full size: hours per image)"
+    )
+
+
+def describe_device(device: torch.device | str, dtype: torch.dtype) -> str:
+    """One log line: device, dtype and, on CUDA, the GPU's name and memory."""
+    device = torch.device(device)
+    line = f"device {device}, dtype {str(dtype).replace('torch.', '')}"
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        line += f", GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
+    return line
 
 
 def default_dtype(device: torch.device | str) -> torch.dtype:
@@ -271,18 +332,20 @@ def check_model_folder(folder: str | os.PathLike) -> None:
 
 def load_pipeline(name_or_dir: str | os.PathLike, device: str | torch.device | None = None,
                   local_files_only: bool = True, dtype: torch.dtype | None = None,
-                  ddim: bool = True) -> StableDiffusionImg2ImgPipeline:
+                  ddim: bool = True, require_gpu: bool = False) -> StableDiffusionImg2ImgPipeline:
     """Load a Stable Diffusion v1.x model folder or hub id as an img2img pipeline.
 
     name_or_dir: a folder written by ``save_pretrained`` (the tiny model:
     ``results/models/tiny``) or a hub id in the local cache (``CompVis/stable-diffusion-v1-4``).
-    device: default CUDA if available, else CPU. dtype: default float16 on CUDA, float32 on CPU.
+    device: default CUDA if available, else CPU; with ``require_gpu`` (a GPU job) and no
+    usable CUDA it raises instead (see :func:`resolve_device`). dtype: default float16 on
+    CUDA, float32 on CPU. The device, dtype and GPU name are printed to stderr (the log).
     ddim: replace the checkpoint's scheduler by a DDIM scheduler built from its config.
     No safety checker, no feature extractor. Raises :class:`ModelError` for a folder
     without the expected components, a hub id not cached (with ``local_files_only``),
     or a tokenizer that does not cover the text encoder's vocabulary.
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device, require_gpu)
     dtype = dtype or default_dtype(device)
     source = resolve_model(name_or_dir, local_files_only)
     if Path(source).exists():
@@ -313,6 +376,7 @@ def load_pipeline(name_or_dir: str | os.PathLike, device: str | torch.device | N
     if ddim and not isinstance(pipe.scheduler, DDIMScheduler):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
+    print(f"[model] {name_or_dir}: {describe_device(device, dtype)}", file=sys.stderr, flush=True)
     return pipe.to(device)
 
 

@@ -222,10 +222,13 @@ class Reconstructor:
 
 def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: str, shard: int,
                       settings: dict | ReconSettings, device: str | None = None,
-                      threads: int | None = None, local_files_only: bool = True) -> Path:
+                      threads: int | None = None, local_files_only: bool = True,
+                      require_gpu: bool = False) -> Path:
     """Reconstruct the test images of one shard and write them to ``out_h5``:
     ``nsd_id`` (k,) and ``z``, ``c``, ``zc`` (k, n_samples, H, W, 3) uint8.
-    threads: CPU threads for torch (the rule's threads; None = torch's default)."""
+    threads: CPU threads for torch (the rule's threads; None = torch's default).
+    require_gpu: a GPU job (real model): stop rather than run on the CPU when CUDA is not
+    usable and device is auto (:func:`brainldm.models.resolve_device`)."""
     import torch
     from tqdm import tqdm
 
@@ -237,7 +240,7 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
     s = settings if isinstance(settings, ReconSettings) else ReconSettings(**settings)
     nsd_ids, z, c = load_decoded(z_npz, c_npz)
     idx = shard_indices(len(nsd_ids), s.shards, shard)
-    pipe = load_pipeline(model, device=device, local_files_only=local_files_only)
+    pipe = load_pipeline(model, device=device, local_files_only=local_files_only, require_gpu=require_gpu)
     check_model_shapes(pipe, z, c, s.image_size)
     rec = Reconstructor(pipe, s)
     size = s.image_size

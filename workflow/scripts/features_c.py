@@ -8,4 +8,5 @@ with redirect_to_log(snakemake.log[0]):
         "c", i.table, snakemake.output[0], model=p.model, settings=dict(p.settings),
         stim_info=i.stim_info, captions_train=i.captions_train, captions_val=i.captions_val,
         device=p.device, local_files_only=p.local_files_only, threads=snakemake.threads,
+        require_gpu=bool(snakemake.resources.get("gpu", 0)),
     )

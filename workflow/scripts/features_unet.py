@@ -8,4 +8,5 @@ with redirect_to_log(snakemake.log[0]):
         "unet", i.table, snakemake.output[0], model=p.model, settings=dict(p.settings),
         z_file=i.z, c_file=i.c,
         device=p.device, local_files_only=p.local_files_only, threads=snakemake.threads,
+        require_gpu=bool(snakemake.resources.get("gpu", 0)),
     )

@@ -14,4 +14,5 @@ with redirect_to_log(snakemake.log[0]):
         device=snakemake.params.device,
         local_files_only=snakemake.params.local_files_only,
         threads=snakemake.threads,
+        require_gpu=bool(snakemake.resources.get("gpu", 0)),
     )
