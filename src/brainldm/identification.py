@@ -20,8 +20,16 @@ has shape ``(n, n, s)`` and is the only input the two identification conventions
   the matrix (reconstruction fixed, original varies). With several samples, each sample
   is scored alone and the image's accuracy is the mean over its samples.
 
-Both divide the count by ``n - 1``; comparisons are strict, so ties count as failures
-(and so does any comparison with a NaN correlation, e.g. from a constant feature vector).
+Both divide the count by ``n - 1``. Ties count as failures, and so does any comparison
+with a NaN correlation (e.g. from a constant feature vector): a comparison is won only
+when the own correlation exceeds the other by more than :data:`TIE_TOLERANCE`. Identical
+reconstructions (a collapsed decoder) give correlations that differ only by float32
+rounding of the networks and GEMMs (~1e-7); a strict ``>`` would score them 0.15-1.1 %
+instead of 0 %. A genuine difference smaller than 1e-6 in r also counts as a tie: with random
+network weights (features of all images correlate at r > 0.999) this moves scores a little.
+
+Retrieval (MindEye1/2) and the binomial p-value of two-way identification
+(Brain-Diffuser) are here too: :func:`retrieval_top1`, :func:`p_binomial`.
 """
 
 from __future__ import annotations
@@ -33,6 +41,9 @@ import pandas as pd
 import scipy.stats
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
+
+#: Two correlations closer than this are a tie (a failed comparison); see the module docstring.
+TIE_TOLERANCE = 1e-6
 
 
 def standardize_rows(x: np.ndarray) -> np.ndarray:
@@ -89,13 +100,13 @@ def takagi_identification(r: np.ndarray) -> np.ndarray:
 
     r: (n, n, s) or (n, n), r[i, j, k] = corr(original_i, recon_{j,k}). Returns (n,):
     for each i the fraction of the other n - 1 images j with
-    ``mean_k r[i, i, k] > mean_k r[i, j, k]`` (strict: ties fail).
+    ``mean_k r[i, i, k] > mean_k r[i, j, k] + TIE_TOLERANCE`` (ties fail).
     """
     r = _check_r(r)
     mean_r = r.mean(axis=2)
     n = len(mean_r)
     own = np.diag(mean_r)[:, None]
-    wins = own > mean_r  # (i, j): row i fixed, reconstruction j varies
+    wins = own > mean_r + TIE_TOLERANCE  # (i, j): row i fixed, reconstruction j varies
     wins[np.arange(n), np.arange(n)] = False
     return wins.sum(axis=1) / (n - 1)
 
@@ -104,14 +115,14 @@ def two_way_identification(r: np.ndarray) -> np.ndarray:
     """Per-reconstruction accuracy, Brain-Diffuser / MindEye convention (fraction in [0, 1]).
 
     r: (n, n, s) or (n, n), r[i, j, k] = corr(original_i, recon_{j,k}). For sample k of
-    image i, the fraction of the other n - 1 originals j with ``r[j, i, k] < r[i, i, k]``
-    (strict: ties fail); returns (n,) the mean over the s samples.
+    image i, the fraction of the other n - 1 originals j with
+    ``r[j, i, k] + TIE_TOLERANCE < r[i, i, k]`` (ties fail); returns (n,) the mean over the s samples.
     """
     r = _check_r(r)
     n = r.shape[0]
     idx = np.arange(n)
     own = r[idx, idx, :]  # (i, k)
-    wins = r < own[None, :, :]  # (j, i, k): column i fixed, original j varies
+    wins = r + TIE_TOLERANCE < own[None, :, :]  # (j, i, k): column i fixed, original j varies
     wins[idx, idx, :] = False
     return (wins.sum(axis=0) / (n - 1)).mean(axis=1)
 
@@ -144,12 +155,17 @@ def pixel_correlations(original: np.ndarray, recon: np.ndarray) -> np.ndarray:
 
 
 def ssim_scores(original: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """SSIM of each original with each of its samples, as Brain-Diffuser / MindEye compute it.
+    """SSIM of each original with each of its samples, as MindEye computes it.
 
     original: (n, H, W, 3) float RGB in [0, 1]; recon: (n, s, H, W, 3), same size. Both are
     converted to grey with ``skimage.color.rgb2gray``; scikit-image's
     ``structural_similarity`` with Gaussian weights (sigma 1.5), population covariance and
     data_range 1. Returns (n, s) float64.
+
+    This is MindEye's 2-D SSIM of the grey images (scikit-image >= 0.20). Brain-Diffuser's
+    published SSIM comes from scikit-image 0.17 with ``multichannel=True`` on the 2-D grey
+    images, which treats every image column as a channel (a column-wise 1-D SSIM,
+    averaged): a different number, not reproduced here.
     """
     n, s = recon.shape[:2]
     out = np.empty((n, s))
@@ -221,4 +237,61 @@ def wilcoxon_pairs(scores: dict[str, np.ndarray]) -> pd.DataFrame:
                 "p_value": pval,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["condition_a", "condition_b", "n", "median_difference", "statistic", "p_value"])
+
+
+def p_binomial(accuracy: float, n: int) -> float:
+    """Brain-Diffuser's binomial p-value of a two-way identification accuracy.
+
+    accuracy: fraction correct in [0, 1] over the n (n - 1) ordered comparisons of ``n``
+    test images. Returns P(X >= k) for X ~ Binomial(n (n - 1), 0.5) with
+    k = round(accuracy n (n - 1)) (one-sided, ``scipy.stats.binom.sf(k - 1, ...)``, equal to
+    ``scipy.stats.binomtest(k, N, 0.5, alternative="greater").pvalue``). The comparisons
+    share images and are not independent, so the p-value is optimistic, as in the
+    peers' reports. NaN for a NaN accuracy or n < 2.
+    """
+    if n < 2 or not np.isfinite(accuracy):
+        return float("nan")
+    trials = int(n) * (int(n) - 1)
+    k = int(round(float(accuracy) * trials))
+    return float(scipy.stats.binom.sf(k - 1, trials, 0.5))
+
+
+def retrieval_top1(brain: np.ndarray, image: np.ndarray, pool: int = 300, draws: int = 30,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """Top-1 retrieval among ``pool`` test images, MindEye1/2's convention.
+
+    brain: (n, ...) brain-derived embeddings (e.g. decoded c, or CLIP embeddings of the
+    reconstructions); image: (n, ...) the true embeddings of the same n test images, same
+    order. Each draw picks ``pool`` images without replacement (``numpy.random.default_rng(seed)``,
+    ``pool`` capped at n) and computes cosine similarities of the L2-normalised, flattened
+    embeddings (pool x pool). brain->image: for each brain embedding, its own image is more
+    similar than every other image of the pool by more than :data:`TIE_TOLERANCE`;
+    image->brain: the same per image over the pool's brain embeddings. Chance = 1 / pool.
+
+    Returns {"brain_to_image": (draws,), "image_to_brain": (draws,)} fractions correct and
+    "pool": the pool size used.
+    """
+    b = np.asarray(brain, dtype=np.float64).reshape(len(brain), -1)
+    t = np.asarray(image, dtype=np.float64).reshape(len(image), -1)
+    if b.shape != t.shape:
+        raise ValueError(f"brain {b.shape} and image {t.shape} embeddings must have the same shape")
+    n = len(b)
+    if n < 2:
+        raise ValueError("retrieval needs at least 2 test images")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+        t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    pool = int(min(pool, n))
+    rng = np.random.default_rng(seed)
+    out = {"brain_to_image": np.empty(draws), "image_to_brain": np.empty(draws)}
+    off = ~np.eye(pool, dtype=bool)
+    for d in range(draws):
+        idx = rng.choice(n, size=pool, replace=False)
+        sim = b[idx] @ t[idx].T  # (brain i, image j)
+        own = np.diag(sim)
+        others = np.where(off, sim, -np.inf)
+        out["brain_to_image"][d] = np.mean(own > others.max(axis=1) + TIE_TOLERANCE)
+        out["image_to_brain"][d] = np.mean(own > others.max(axis=0) + TIE_TOLERANCE)
+    out["pool"] = np.asarray(pool)
+    return out

@@ -5,18 +5,27 @@ read out of it, and the preprocessing its reference code applies. Specs that sha
 network *and* a preprocessing are computed by one forward pass
 (``torchvision.models.feature_extraction.create_feature_extractor`` with all their nodes).
 
-Preprocessing (images arrive as uint8 (b, H, W, 3) and are resized as tensors with
-antialiasing):
+Preprocessing, per convention (images arrive as uint8 (b, H, W, 3)):
 
-- ``takagi``: Resize(299) of the short side, CenterCrop(299), ImageNet mean/std
-  (``img2feat_decoded.py`` feeds this one tensor to Inception v3 and AlexNet).
-- ``clip``: Resize(224, bicubic) of the short side, CenterCrop(224), CLIP mean/std (what
-  ``CLIPProcessor`` does; MindEye resizes bilinearly, the CLIP forward pass is shared).
-- ``mindeye_alexnet``: Resize(256), ImageNet mean/std.
-- ``mindeye_inception``: Resize(342), no normalisation (as in MindEye's evaluation).
-- ``mindeye_effnet``: Resize(255), no normalisation.
-- ``mindeye_swav``: Resize(224), ImageNet mean/std.
-- ``pixels``: Resize(425), values in [0, 1] (PixCorr and SSIM).
+- **Takagi & Nishimoto** (``img2feat_decoded.py``): every image as a uint8 PIL image,
+  resized by PIL as ``torchvision.transforms`` does on PIL input (optionally first to
+  ``image_size["takagi"]`` square, default 0 = as stored).
+  ``takagi``: Resize(299) of the short side (bilinear), CenterCrop(299), ImageNet
+  mean/std, one tensor for Inception v3 and AlexNet. ``takagi_clip``: CLIP's own
+  preprocess, Resize(224, bicubic) of the short side, CenterCrop(224), CLIP mean/std.
+- **Brain-Diffuser / MindEye** (``final_evaluations.ipynb``, ``Reconstruction_Metrics.py``):
+  every original and reconstruction first resized to ``image_size["mindeye"]`` square
+  (default :data:`MINDEYE_IMAGE_SIZE` = 256, as MindEye does), then float tensors resized
+  bilinearly with antialiasing, no crop:
+  ``mindeye_alexnet`` Resize(256) + ImageNet mean/std; ``mindeye_inception`` Resize(342)
+  + ImageNet mean/std; ``mindeye_clip`` Resize(224) + CLIP mean/std; ``mindeye_effnet``
+  Resize(255) + ImageNet mean/std; ``mindeye_swav`` Resize(224) + ImageNet mean/std;
+  ``pixels`` Resize(425), values in [0, 1] (PixCorr and SSIM).
+  Antialiased tensor resizing equals MindEye's code under torchvision >= 0.17 (where
+  ``antialias=True`` is the default), not under its pinned 0.15/0.16 (no antialiasing).
+
+Networks run in the default (contiguous) memory format: ``channels_last`` was faster on
+CPU but moved features by up to 6e-5.
 
 Weights: ``pretrained`` loads torchvision ImageNet weights from local files only (never
 downloads), the CLIP ViT-L/14 from a local Hugging Face cache or folder, and SwAV from a
@@ -49,6 +58,12 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 #: Resolution (px) at which PixCorr and SSIM compare images (Brain-Diffuser / MindEye).
 PIXEL_SIZE = 425
+
+#: MindEye resizes every original and reconstruction to this square size before any metric.
+MINDEYE_IMAGE_SIZE = 256
+
+#: Square size (px) per convention before the metrics; 0 = the images as stored.
+CONVENTION_IMAGE_SIZE = {"takagi": 0, "mindeye": MINDEYE_IMAGE_SIZE}
 
 #: The small CLIP vision configuration used with random weights: same class and patch
 #: size as ViT-L/14, 12 layers (hidden states 6 and 12 exist), narrow.
@@ -95,26 +110,27 @@ FEATURE_SPECS: tuple[FeatureSpec, ...] = (
     FeatureSpec("takagi", "alexnet12", "alexnet", "features.12", "takagi"),
     FeatureSpec("takagi", "alexnet18", "alexnet", "classifier.5", "takagi"),
     FeatureSpec("takagi", "inception", "inception_v3", "flatten", "takagi"),
-    FeatureSpec("takagi", "clip", "clip", "image_embeds", "clip"),
-    FeatureSpec("takagi", "clip_h6", "clip", "hidden_states.6", "clip"),
-    FeatureSpec("takagi", "clip_h12", "clip", "hidden_states.12", "clip"),
+    FeatureSpec("takagi", "clip", "clip", "image_embeds", "takagi_clip"),
+    FeatureSpec("takagi", "clip_h6", "clip", "hidden_states.6", "takagi_clip"),
+    FeatureSpec("takagi", "clip_h12", "clip", "hidden_states.12", "takagi_clip"),
     FeatureSpec("mindeye", "alexnet2", "alexnet", "features.4", "mindeye_alexnet"),
     FeatureSpec("mindeye", "alexnet5", "alexnet", "features.11", "mindeye_alexnet"),
     FeatureSpec("mindeye", "inception", "inception_v3", "avgpool", "mindeye_inception"),
-    FeatureSpec("mindeye", "clip", "clip", "image_embeds", "clip"),
+    FeatureSpec("mindeye", "clip", "clip", "image_embeds", "mindeye_clip"),
     FeatureSpec("mindeye", "effnet_b1", "efficientnet_b1", "avgpool", "mindeye_effnet", "distance"),
     FeatureSpec("mindeye", "swav", "swav", "avgpool", "mindeye_swav", "distance"),
 )
 
-# (short-side size, centre crop or None, mean/std or None, interpolation)
+# name -> (convention, short-side size, centre crop or None, mean/std or None, interpolation)
 _PREPROCESS = {
-    "takagi": (299, 299, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
-    "clip": (224, 224, (CLIP_MEAN, CLIP_STD), "bicubic"),
-    "mindeye_alexnet": (256, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
-    "mindeye_inception": (342, None, None, "bilinear"),
-    "mindeye_effnet": (255, None, None, "bilinear"),
-    "mindeye_swav": (224, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
-    "pixels": (PIXEL_SIZE, None, None, "bilinear"),
+    "takagi": ("takagi", 299, 299, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
+    "takagi_clip": ("takagi", 224, 224, (CLIP_MEAN, CLIP_STD), "bicubic"),
+    "mindeye_alexnet": ("mindeye", 256, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
+    "mindeye_inception": ("mindeye", 342, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
+    "mindeye_clip": ("mindeye", 224, None, (CLIP_MEAN, CLIP_STD), "bilinear"),
+    "mindeye_effnet": ("mindeye", 255, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
+    "mindeye_swav": ("mindeye", 224, None, (IMAGENET_MEAN, IMAGENET_STD), "bilinear"),
+    "pixels": ("mindeye", PIXEL_SIZE, None, None, "bilinear"),
 }
 
 # torchvision builder, weights enum member used in "pretrained" mode
@@ -125,26 +141,66 @@ _TORCHVISION = {
 }
 
 
-def preprocess(images: np.ndarray, name: str) -> torch.Tensor:
-    """uint8 (b, H, W, 3) images -> float32 (b, 3, h, w) network input for preprocessing ``name``."""
-    size, crop, norm, interp = _PREPROCESS[name]
+def _image_sizes(image_size: dict[str, int] | None) -> dict[str, int]:
+    sizes = dict(CONVENTION_IMAGE_SIZE)
+    sizes.update(image_size or {})
+    bad = {k: v for k, v in sizes.items() if k not in CONVENTION_IMAGE_SIZE or int(v) < 0}
+    if bad:
+        raise MetricWeightsError(
+            f"evaluation.image_size {bad} is invalid; use keys {list(CONVENTION_IMAGE_SIZE)} with sizes >= 0 (0 = as stored)"
+        )
+    return {k: int(v) for k, v in sizes.items()}
+
+
+def _preprocess_pil(images: np.ndarray, size: int, crop: int | None, norm, interp: str, base: int) -> torch.Tensor:
+    """Takagi's path: uint8 PIL images through ``torchvision.transforms`` (PIL resampling)."""
+    from PIL import Image
+    from torchvision import transforms as T
+
+    mode = getattr(T.InterpolationMode, interp.upper())
+    steps = [T.Resize((base, base), interpolation=T.InterpolationMode.BILINEAR)] if base else []
+    steps += [T.Resize(size, interpolation=mode)]
+    if crop is not None:
+        steps.append(T.CenterCrop(crop))
+    steps.append(T.ToTensor())
+    if norm is not None:
+        steps.append(T.Normalize(mean=list(norm[0]), std=list(norm[1])))
+    tf = T.Compose(steps)
+    return torch.stack([tf(Image.fromarray(np.ascontiguousarray(im))) for im in images])
+
+
+def _preprocess_tensor(images: np.ndarray, size: int, crop: int | None, norm, interp: str, base: int) -> torch.Tensor:
+    """MindEye's path: float tensors in [0, 1], antialiased resizes (first to base x base)."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
     mode = getattr(TF.InterpolationMode, interp.upper())
+    if base:
+        x = TF.resize(x, [base, base], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     x = TF.resize(x, [size], interpolation=mode, antialias=True)
     if crop is not None:
         x = TF.center_crop(x, [crop, crop])
-    if interp == "bicubic":
-        x = x.clamp(0.0, 1.0)
     if norm is not None:
         x = TF.normalize(x, mean=list(norm[0]), std=list(norm[1]))
     return x
 
 
-def pixel_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (..., H, W, 3) -> float32 (..., 425, 425, 3) in [0, 1] for PixCorr and SSIM."""
+def preprocess(images: np.ndarray, name: str, image_size: dict[str, int] | None = None) -> torch.Tensor:
+    """uint8 (b, H, W, 3) images -> float32 (b, 3, h, w) network input for preprocessing ``name``.
+
+    image_size: convention -> square size (px) every image is first resized to (0 = as
+    stored); missing keys take :data:`CONVENTION_IMAGE_SIZE`. See the module docstring.
+    """
+    convention, size, crop, norm, interp = _PREPROCESS[name]
+    base = _image_sizes(image_size)[convention]
+    if convention == "takagi":
+        return _preprocess_pil(images, size, crop, norm, interp, base)
+    return _preprocess_tensor(images, size, crop, norm, interp, base)
+
+
+def pixel_images(images: np.ndarray, image_size: dict[str, int] | None = None) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> float32 (..., 425, 425, 3) in [0, 1] for PixCorr and SSIM (MindEye's path)."""
     lead = images.shape[:-3]
     flat = images.reshape((-1,) + images.shape[-3:])
-    x = preprocess(flat, "pixels").clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
+    x = preprocess(flat, "pixels", image_size).clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()
     return x.reshape(lead + x.shape[1:])
 
 
@@ -303,7 +359,8 @@ class MetricNetworks:
     """
 
     def __init__(self, cfg: WeightsConfig, specs: tuple[FeatureSpec, ...] = FEATURE_SPECS,
-                 device: str | None = None):
+                 device: str | None = None, image_size: dict[str, int] | None = None):
+        self.image_size = _image_sizes(image_size)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.specs = tuple(specs)
         nets = {name: load_network(name, cfg) for name in dict.fromkeys(s.network for s in self.specs)}
@@ -320,8 +377,6 @@ class MetricNetworks:
             if g.network == "clip":
                 g.extractor = _ClipReadout(module, nodes)
             else:
-                # channels_last: ~1.5x faster convolutions on CPU, same numbers
-                module = module.to(memory_format=torch.channels_last)
                 with warnings.catch_warnings():
                     warnings.filterwarnings("ignore", message="NOTE: The nodes obtained by tracing")
                     g.extractor = create_feature_extractor(module, return_nodes=nodes).eval()
@@ -334,10 +389,8 @@ class MetricNetworks:
         inputs: dict[str, torch.Tensor] = {}
         for g in self.groups:
             if g.preprocess not in inputs:
-                inputs[g.preprocess] = preprocess(images, g.preprocess).to(self.device)
+                inputs[g.preprocess] = preprocess(images, g.preprocess, self.image_size).to(self.device)
             x = inputs[g.preprocess]
-            if g.network != "clip":
-                x = x.contiguous(memory_format=torch.channels_last)
             feats = g.extractor(x)
             for s in g.specs:
                 out[s.key] = feats[s.node].reshape(len(images), -1).float().cpu().numpy()

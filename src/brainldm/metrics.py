@@ -3,15 +3,18 @@
 Two steps, one per rule:
 
 1. :func:`evaluate_subject` reads ``results/{subject}/reconstruction/recons.h5`` and writes
-   per-image scores (``scores.tsv``) and per-sample similarities (``sample_scores.tsv``).
-   Every image goes through each network once; features of the reconstructions are
+   per-image scores (``scores.tsv``), per-sample similarities (``sample_scores.tsv``) and
+   retrieval (``retrieval.tsv``, :func:`retrieval_table`). Every image goes through each network once; features of the reconstructions are
    reduced to correlations with the originals batch by batch, so memory stays small.
 2. :func:`summarize` pools the subjects and writes ``metrics.csv`` (tidy), ``metrics.md``,
    ``metrics.png`` (like Fig. 5 of Takagi & Nishimoto) and ``wilcoxon.tsv``.
 
 Units of ``accuracy`` (column ``unit``): two-way identification in percent correct
 (chance 50); PixCorr a Pearson r and SSIM an index (higher is better); EffNet-B1 and SwAV
-a correlation distance 1 - r (lower is better). All numbers use every sample: a
+a correlation distance 1 - r (lower is better); retrieval top-1 in percent correct
+(chance 100 / pool). ``metrics.csv`` also says each row's chance level and, for two-way
+identification, Brain-Diffuser's binomial p-value (:func:`brainldm.identification.p_binomial`).
+All numbers use every sample: a
 best-of-samples selection for figures lives in :mod:`brainldm.selection`.
 """
 
@@ -32,6 +35,9 @@ from brainldm import identification as ident
 from brainldm.io import atomic_path
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
 
+#: The CLIP feature space whose image embeddings the reconstruction retrieval uses.
+RETRIEVAL_CLIP_KEY = "mindeye/clip"
+
 log = logging.getLogger(__name__)
 
 CONDITIONS = ("z", "c", "zc")
@@ -40,7 +46,14 @@ POOLED = "all"
 #: Subjects' test images are pooled by averaging each image's score over subjects.
 SCORE_COLUMNS = ["subject", "nsd_id", "condition", "convention", "metric", "unit", "score", "weights"]
 SAMPLE_COLUMNS = ["subject", "nsd_id", "condition", "sample", "convention", "metric", "similarity", "weights"]
-METRIC_COLUMNS = ["subject", "condition", "convention", "metric", "accuracy", "sem", "n", "weights", "unit"]
+METRIC_COLUMNS = ["subject", "condition", "convention", "metric", "accuracy", "sem", "n", "weights", "unit",
+                  "chance", "p_binomial", "ci_low", "ci_high"]
+RETRIEVAL_COLUMNS = ["subject", "condition", "convention", "metric", "embedding", "pool", "draws", "n",
+                     "accuracy", "ci_low", "ci_high", "chance", "unit", "weights"]
+UNIT_RETRIEVAL = "percent correct (top-1 retrieval)"
+RETRIEVAL_DIRECTIONS = ("brain_to_image", "image_to_brain")
+#: condition of the retrieval rows from the decoded c (independent of the reconstructions)
+DECODED_C = "decoded_c"
 
 
 @dataclass(frozen=True)
@@ -131,14 +144,21 @@ def score_subject(
     conditions: tuple[str, ...] = CONDITIONS,
     batch_size: int = 16,
     networks: MetricNetworks | None = None,
+    image_size: dict[str, int] | None = None,
+    clip_embeddings: dict[str, np.ndarray] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score one subject's reconstructions with every metric.
+
+    image_size: convention -> square size before the metrics (see
+    :mod:`brainldm.metric_features`; ignored when ``networks`` is given). clip_embeddings:
+    if a dict, it receives the raw image embeddings of :data:`RETRIEVAL_CLIP_KEY` (when
+    available): "original" (n, d) and each condition (n, s, d), for :func:`retrieval_table`.
 
     Returns (scores, sample_scores): per image and metric the score in the metric's unit
     (columns :data:`SCORE_COLUMNS`), and per image, sample and feature space the
     similarity of that sample to its original (Pearson r, or SSIM; :data:`SAMPLE_COLUMNS`).
     """
-    nets = networks or MetricNetworks(weights)
+    nets = networks or MetricNetworks(weights, image_size=image_size)
     for key, reason in nets.unavailable.items():
         log.warning("%s: weights unavailable, its scores are NaN: %s", key, reason)
     try:
@@ -154,6 +174,10 @@ def score_subject(
         for a in range(0, n, step):
             for key, x in nets.extract(original[a : a + step]).items():
                 orig_z.setdefault(key, []).append(ident.standardize_rows(x))
+                if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
+                    clip_embeddings.setdefault("_original", []).append(x)
+        if clip_embeddings is not None and "_original" in clip_embeddings:
+            clip_embeddings["original"] = np.concatenate(clip_embeddings.pop("_original"))
         orig_feats = {k: np.concatenate(v) for k, v in orig_z.items()}
 
         per_image: list[dict] = []
@@ -164,6 +188,7 @@ def score_subject(
             r = {k: np.full((n, n, s), np.nan) for k in orig_feats}
             pix = np.full((n, s), np.nan)
             ssim = np.full((n, s), np.nan)
+            emb = None
             starts = range(0, n, images_per_batch)
             for a in tqdm(starts, desc=f"{subject} {cond}", file=sys.stderr, mininterval=5, dynamic_ncols=False):
                 b = min(n, a + images_per_batch)
@@ -172,10 +197,16 @@ def score_subject(
                 for key, x in nets.extract(flat).items():
                     z = ident.standardize_rows(x)
                     r[key][:, a:b, :] = (orig_feats[key] @ z.T).reshape(n, b - a, s)
-                po = pixel_images(original[a:b])
-                pr = pixel_images(recon)
+                    if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
+                        if emb is None:
+                            emb = np.full((n, s, x.shape[1]), np.nan, dtype=np.float32)
+                        emb[a:b] = x.reshape(b - a, s, -1)
+                po = pixel_images(original[a:b], nets.image_size)
+                pr = pixel_images(recon, nets.image_size)
                 pix[a:b] = ident.pixel_correlations(po, pr)
                 ssim[a:b] = ident.ssim_scores(po, pr)
+            if emb is not None:
+                clip_embeddings[cond] = emb
             scores = _image_scores(r, pix, ssim, nets, n)
             for key, values in scores.items():
                 conv, metric = key.split("/")
@@ -220,6 +251,97 @@ def _image_scores(r: dict, pix: np.ndarray, ssim: np.ndarray, nets: MetricNetwor
     return {m.convention + "/" + m.metric: out[m.convention + "/" + m.metric] for m in METRICS}
 
 
+def read_c_pair(decoded_path: str, features_path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decoded c of the test images and their true c, matched by nsd_id.
+
+    decoded_path: ``results/{subject}/decoding/c.npz`` (``pred`` (n_test, 77, d), ``nsd_id``);
+    features_path: ``results/features/c.h5`` (``c`` (n, 77, d), ``nsd_id``); only the test
+    rows are read. Returns (nsd_id (n_test,), decoded (n_test, 77, d), true (n_test, 77, d)).
+    """
+    try:
+        with np.load(decoded_path) as z:
+            pred, ids = z["pred"], z["nsd_id"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as err:
+        raise EvaluationInputError(
+            f"cannot read pred and nsd_id from {decoded_path} ({err}); rerun the decoding stage for target c"
+        ) from err
+    try:
+        with h5py.File(features_path, "r") as f:
+            all_ids = f["nsd_id"][:].astype(np.int64)
+            pos = {int(v): i for i, v in enumerate(all_ids)}
+            missing = [int(i) for i in ids if int(i) not in pos]
+            if missing:
+                raise EvaluationInputError(
+                    f"{features_path} lacks the c of {len(missing)} test image(s) (e.g. nsd_id {missing[0]}) "
+                    f"decoded in {decoded_path}; rerun the features stage"
+                )
+            rows = np.array([pos[int(i)] for i in ids])
+            order = np.argsort(rows)
+            true = np.empty((len(rows),) + f["c"].shape[1:], dtype=np.float32)
+            true[order] = f["c"][rows[order]]
+    except (OSError, KeyError) as err:
+        raise EvaluationInputError(
+            f"cannot read c and nsd_id from {features_path} ({err}); rerun the features stage"
+        ) from err
+    if pred.shape != true.shape:
+        raise EvaluationInputError(
+            f"decoded c {pred.shape} in {decoded_path} and true c {true.shape} in {features_path} differ in shape; "
+            "rerun the decoding stage"
+        )
+    return ids, pred, true
+
+
+def retrieval_table(
+    subject: str,
+    decoded: np.ndarray | None,
+    true: np.ndarray | None,
+    clip_embeddings: dict[str, np.ndarray],
+    clip_weights: str,
+    pool: int = 300,
+    draws: int = 30,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Top-1 retrieval (MindEye1/2) of one subject: :data:`RETRIEVAL_COLUMNS`, one row per
+    source x direction.
+
+    decoded, true: (n, ...) decoded c and true c (condition :data:`DECODED_C`); clip_embeddings:
+    as filled by :func:`score_subject` ("original" (n, d), condition -> (n, s, d)), one row
+    pair per condition; samples are scored alone and their accuracies averaged per draw.
+    accuracy: mean over draws (%), ci_low/ci_high: 2.5 and 97.5 percentiles over draws;
+    chance: 100 / pool, pool capped at n (with a logged note).
+    """
+    rows = []
+
+    def add(cond: str, embedding: str, weights: str, res: list[dict]) -> None:
+        n_pool = int(res[0]["pool"])
+        for direction in RETRIEVAL_DIRECTIONS:
+            acc = 100.0 * np.mean([r[direction] for r in res], axis=0)  # (draws,)
+            rows.append(dict(
+                subject=subject, condition=cond, convention="mindeye", metric=f"retrieval_{direction}",
+                embedding=embedding, pool=n_pool, draws=draws, n=n_images, accuracy=float(acc.mean()),
+                ci_low=float(np.percentile(acc, 2.5)), ci_high=float(np.percentile(acc, 97.5)),
+                chance=100.0 / n_pool, unit=UNIT_RETRIEVAL, weights=weights,
+            ))
+
+    n_images = 0
+    if decoded is not None and true is not None:
+        n_images = len(decoded)
+        if pool > n_images:
+            log.info("retrieval pool %d capped at the %d test images (chance 1/%d)", pool, n_images, n_images)
+        add(DECODED_C, "decoded c vs true c (flattened, cosine)", "none (features c)",
+            [ident.retrieval_top1(decoded, true, pool, draws, seed)])
+    if "original" in clip_embeddings:
+        orig = clip_embeddings["original"]
+        n_images = len(orig)
+        for cond, emb in clip_embeddings.items():
+            if cond == "original":
+                continue
+            res = [ident.retrieval_top1(emb[:, k], orig, pool, draws, seed) for k in range(emb.shape[1])]
+            add(cond, f"CLIP image embeddings ({RETRIEVAL_CLIP_KEY}) of reconstructions vs originals",
+                clip_weights, res)
+    return pd.DataFrame(rows, columns=RETRIEVAL_COLUMNS)
+
+
 def evaluate_subject(
     recons_path: str,
     subject: str,
@@ -228,12 +350,31 @@ def evaluate_subject(
     weights: dict | WeightsConfig,
     conditions: list[str] | tuple[str, ...] = CONDITIONS,
     batch_size: int = 16,
+    image_size: dict[str, int] | None = None,
+    retrieval_path: str | None = None,
+    decoded_c_path: str | None = None,
+    true_c_path: str | None = None,
+    retrieval: dict | None = None,
 ) -> None:
-    """Rule evaluate_subject: recons.h5 -> scores.tsv and sample_scores.tsv (see :func:`score_subject`)."""
+    """Rule evaluate_subject: recons.h5 (+ decoded and true c) -> scores.tsv, sample_scores.tsv
+    and retrieval.tsv (see :func:`score_subject`, :func:`retrieval_table`).
+
+    retrieval: {"pool": int, "draws": int, "seed": int} (config ``evaluation.retrieval``).
+    """
     cfg = weights if isinstance(weights, WeightsConfig) else WeightsConfig(**weights)
-    scores, samples = score_subject(recons_path, subject, cfg, tuple(conditions), batch_size)
+    emb: dict[str, np.ndarray] = {}
+    nets = MetricNetworks(cfg, image_size=image_size)
+    scores, samples = score_subject(recons_path, subject, cfg, tuple(conditions), batch_size,
+                                    networks=nets, clip_embeddings=emb)
     _write_tsv(scores, scores_path)
     _write_tsv(samples, sample_scores_path)
+    if retrieval_path is not None:
+        decoded = true = None
+        if decoded_c_path and true_c_path:
+            _, decoded, true = read_c_pair(decoded_c_path, true_c_path)
+        ret = retrieval_table(subject, decoded, true, emb, nets.weights.get(RETRIEVAL_CLIP_KEY, "unavailable"),
+                              **(retrieval or {}))
+        _write_tsv(ret, retrieval_path)
 
 
 # ---------------------------------------------------------------------------- step 2
@@ -255,7 +396,10 @@ def pool_subjects(scores: pd.DataFrame) -> pd.DataFrame:
 def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
     """Per-image scores (with the pooled subject) -> tidy table of :data:`METRIC_COLUMNS`.
 
-    accuracy: mean over images; sem: scipy.stats.sem over images; n: images with a score.
+    accuracy: mean over images; sem: scipy.stats.sem over images; n: images with a score;
+    chance: 50 for two-way identification (NaN otherwise); p_binomial: Brain-Diffuser's
+    one-sided binomial p-value of the identification accuracy over n (n - 1) comparisons
+    (:func:`brainldm.identification.p_binomial`); ci_low/ci_high: NaN (retrieval only).
     """
     rows = []
     for (subj, cond, conv, metric), g in scores.groupby(["subject", "condition", "convention", "metric"], sort=False):
@@ -266,7 +410,30 @@ def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
             accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=ident.sem(v), n=int(ok.sum()),
             weights=";".join(dict.fromkeys(g["weights"])), unit=g["unit"].iloc[0],
         ))
+        is_ident = rows[-1]["unit"] == UNIT_IDENT
+        rows[-1].update(
+            chance=50.0 if is_ident else float("nan"),
+            p_binomial=ident.p_binomial(rows[-1]["accuracy"] / 100.0, rows[-1]["n"]) if is_ident else float("nan"),
+            ci_low=float("nan"), ci_high=float("nan"),
+        )
     return _ordered(pd.DataFrame(rows, columns=METRIC_COLUMNS))
+
+
+def retrieval_metrics(retrieval: pd.DataFrame) -> pd.DataFrame:
+    """Per-subject retrieval.tsv rows -> rows of :data:`METRIC_COLUMNS`, plus subject "all"
+    (mean over subjects; no CI). sem is NaN; n is the number of test images."""
+    if retrieval.empty:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    keys = ["condition", "convention", "metric"]
+    pooled = (retrieval.groupby(keys, sort=False)
+              .agg(accuracy=("accuracy", "mean"), n=("n", "min"), chance=("chance", "mean"),
+                   unit=("unit", "first"), weights=("weights", lambda w: ";".join(dict.fromkeys(w))))
+              .reset_index())
+    pooled["subject"] = POOLED
+    out = pd.concat([retrieval, pooled], ignore_index=True)
+    out["sem"] = np.nan
+    out["p_binomial"] = np.nan
+    return out.reindex(columns=METRIC_COLUMNS)
 
 
 def _ordered(df: pd.DataFrame, conditions: tuple[str, ...] | None = None) -> pd.DataFrame:
@@ -326,8 +493,11 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
     lines += ["Two-way identification in % correct (chance 50); PixCorr (r) and SSIM higher is better; "
               "EffNet-B1 and SwAV correlation distance lower is better. Mean ± SEM over test images; "
               "subject `all` averages each image over subjects first. `n/a`: network weights unavailable.", ""]
+    lines += ["Two-way identification cells also give Brain-Diffuser's one-sided binomial p-value over the "
+              "n (n - 1) comparisons (`p_binomial` in metrics.csv; comparisons are not independent).", ""]
+    known = (table["convention"] + "/" + table["metric"]).isin(_BY_KEY)
     for conv, title in CONVENTION_TITLES.items():
-        sub = table[table["convention"] == conv]
+        sub = table[(table["convention"] == conv) & known]
         if sub.empty:
             continue
         lines += [f"## {title} convention", "",
@@ -342,9 +512,33 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
                     cells.append("")
                     continue
                 acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
-                cells.append(_fmt(acc, m.unit) + ("" if math.isnan(se) else f" ± {_fmt(se, m.unit)}"))
+                cell = _fmt(acc, m.unit) + ("" if math.isnan(se) else f" ± {_fmt(se, m.unit)}")
+                pb = float(row["p_binomial"].iloc[0]) if "p_binomial" in row else float("nan")
+                cells.append(cell + ("" if math.isnan(pb) else f" (p={pb:.2g})"))
             lines.append(f"| {subj} | {m.label} | " + " | ".join(cells)
                          + f" | {int(g['n'].max())} | {';'.join(dict.fromkeys(g['weights']))} |")
+        lines.append("")
+    ret = table[~known]
+    if not ret.empty:
+        lines += ["## Retrieval (MindEye1/2 convention)", "",
+                  "Top-1 retrieval among a pool of test images, mean over seeded random draws [2.5, 97.5 "
+                  "percentiles over draws], in % correct. `decoded_c`: the decoded c (brain) against the true "
+                  "c of the images; z, c, zc: CLIP image embeddings of the reconstructions against those of "
+                  "the originals (the reconstruction plays the brain). brain→image: for each brain embedding, "
+                  "its own image is the most similar of the pool; image→brain: the converse.", "",
+                  "| subject | source | brain→image | image→brain | chance | n | weights |",
+                  "|---|---|---|---|---|---|---|"]
+        for (subj, cond), g in ret.groupby(["subject", "condition"], sort=False):
+            cells = []
+            for direction in RETRIEVAL_DIRECTIONS:
+                r = g[g["metric"] == f"retrieval_{direction}"]
+                if r.empty:
+                    cells.append("")
+                    continue
+                acc, lo, hi = (float(r[c].iloc[0]) for c in ("accuracy", "ci_low", "ci_high"))
+                cells.append(f"{acc:.1f}" + ("" if math.isnan(lo) else f" [{lo:.1f}, {hi:.1f}]"))
+            lines.append(f"| {subj} | {cond} | " + " | ".join(cells) + f" | {float(g['chance'].iloc[0]):.2g} | "
+                         f"{int(g['n'].max())} | {';'.join(dict.fromkeys(g['weights']))} |")
         lines.append("")
     sig = tests[tests["significant"]]
     lines += ["## Condition comparisons", "",
@@ -383,8 +577,12 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     ]
     titles = ["Takagi & Nishimoto: identification", "Brain-Diffuser/MindEye: identification",
               "PixCorr, SSIM (higher better)", "distance (lower better)"]
-    fig, axes = plt.subplots(len(subjects), len(panels), figsize=(16, 2.8 * len(subjects) + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [7, 4, 2.5, 2.5]})
+    known = (table["convention"] + "/" + table["metric"]).isin(_BY_KEY)
+    ret = table[~known]
+    n_cols = len(panels) + (0 if ret.empty else 1)
+    ratios = [7, 4, 2.5, 2.5] + ([4] if n_cols > len(panels) else [])
+    fig, axes = plt.subplots(len(subjects), n_cols, figsize=(16 + 4 * (n_cols - 4), 2.8 * len(subjects) + 0.6),
+                             squeeze=False, gridspec_kw={"width_ratios": ratios})
     width = 0.8 / len(conditions)
     for row, subj in enumerate(subjects):
         for col, ((conv, metrics, ylabel), title) in enumerate(zip(panels, titles)):
@@ -410,6 +608,8 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
             ax.set_ylabel(f"{subj}\n{ylabel}" if col == 0 else ylabel, fontsize=8)
             if row == 0:
                 ax.set_title(title, fontsize=9)
+        if not ret.empty:
+            _plot_retrieval(axes[row, -1], ret[ret["subject"] == subj], subj, first=row == 0)
     weights = sorted(set(table["weights"]))
     note = "random network weights: not comparable with published numbers" if any(
         w.startswith("random") for w in weights) else "pretrained weights"
@@ -421,6 +621,31 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     plt.close(fig)
 
 
+def _plot_retrieval(ax, ret: pd.DataFrame, subj: str, first: bool) -> None:
+    """Retrieval bars: sources (decoded_c, conditions) x direction, 2.5-97.5 % draw interval, chance line."""
+    sources = list(dict.fromkeys(ret["condition"]))
+    width = 0.4
+    for di, (direction, color) in enumerate(zip(RETRIEVAL_DIRECTIONS, ("#8172B3", "#937860"))):
+        vals, lo, hi = [], [], []
+        for src in sources:
+            r = ret[(ret["condition"] == src) & (ret["metric"] == f"retrieval_{direction}")]
+            v = float(r["accuracy"].iloc[0]) if len(r) else np.nan
+            vals.append(v)
+            lo.append(v - float(r["ci_low"].iloc[0]) if len(r) else np.nan)
+            hi.append(float(r["ci_high"].iloc[0]) - v if len(r) else np.nan)
+        x = np.arange(len(sources)) + (di - 0.5) * width
+        ax.bar(x, np.nan_to_num(vals), width, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], capsize=2, color=color,
+               label=direction.replace("_to_", "→"))
+    if len(ret):
+        ax.axhline(float(ret["chance"].max()), color="k", ls="--", lw=0.8)
+    ax.set_ylim(0, 100)
+    ax.set_xticks(np.arange(len(sources)), sources, fontsize=8)
+    ax.set_ylabel("% top-1", fontsize=8)
+    ax.legend(fontsize=6, loc="upper right")
+    if first:
+        ax.set_title("retrieval top-1 (MindEye1/2; dashed: chance)", fontsize=9)
+
+
 def summarize(
     scores_paths: list[str],
     metrics_csv: str,
@@ -429,8 +654,10 @@ def summarize(
     wilcoxon_tsv: str,
     conditions: list[str] | tuple[str, ...] = CONDITIONS,
     alpha: float = 0.05,
+    retrieval_paths: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Rule evaluation_summary: per-subject scores.tsv files -> metrics.csv/.md/.png and wilcoxon.tsv."""
+    """Rule evaluation_summary: per-subject scores.tsv (and retrieval.tsv) files ->
+    metrics.csv/.md/.png and wilcoxon.tsv."""
     conditions = tuple(conditions)
     frames = []
     for p in scores_paths:
@@ -441,6 +668,16 @@ def summarize(
         frames.append(df[SCORE_COLUMNS])
     scores = pool_subjects(pd.concat(frames, ignore_index=True))
     table = metrics_table(scores)
+    ret_frames = []
+    for p in retrieval_paths or []:
+        df = pd.read_csv(p, sep="\t", dtype={"subject": str})
+        missing = set(RETRIEVAL_COLUMNS) - set(df.columns)
+        if missing:
+            raise EvaluationInputError(f"{p} lacks columns {sorted(missing)}; rerun rule evaluate_subject")
+        ret_frames.append(df[RETRIEVAL_COLUMNS])
+    if ret_frames:
+        ret = retrieval_metrics(pd.concat(ret_frames, ignore_index=True))
+        table = _ordered(pd.concat([table, ret], ignore_index=True))
     tests = wilcoxon_table(scores, conditions, alpha)
     with atomic_path(metrics_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

@@ -21,14 +21,20 @@ EVAL_WEIGHTS = {
 
 
 rule evaluate_subject:
-    """Score one subject's reconstructions: identification (both conventions), PixCorr, SSIM, distances."""
+    """Score one subject's reconstructions: identification (both conventions), PixCorr, SSIM,
+    distances, and top-1 retrieval (decoded c vs true c; CLIP embeddings of the reconstructions)."""
     input:
-        "results/{subject}/reconstruction/recons.h5",
+        recons="results/{subject}/reconstruction/recons.h5",
+        decoded_c="results/{subject}/decoding/c.npz",
+        true_c="results/features/c.h5",
     output:
         scores="results/{subject}/evaluation/scores.tsv",
         samples="results/{subject}/evaluation/sample_scores.tsv",
+        retrieval="results/{subject}/evaluation/retrieval.tsv",
     params:
         weights=EVAL_WEIGHTS,
+        image_size=dict(EVAL["image_size"]),
+        retrieval=dict(EVAL["retrieval"]),
         conditions=list(EVAL["conditions"]),
         batch_size=EVAL["batch_size"],
     log:
@@ -49,7 +55,8 @@ rule evaluate_subject:
 rule evaluation_summary:
     """Pool the subjects: metrics table (CSV, Markdown), Fig.-5-like bars, Wilcoxon tests."""
     input:
-        expand("results/{subject}/evaluation/scores.tsv", subject=SUBJECTS),
+        scores=expand("results/{subject}/evaluation/scores.tsv", subject=SUBJECTS),
+        retrieval=expand("results/{subject}/evaluation/retrieval.tsv", subject=SUBJECTS),
     output:
         csv="results/evaluation/metrics.csv",
         md=report(
@@ -90,5 +97,5 @@ TARGETS += [
 ] + expand(
     "results/{subject}/evaluation/{name}.tsv",
     subject=SUBJECTS,
-    name=["scores", "sample_scores"],
+    name=["scores", "sample_scores", "retrieval"],
 )
