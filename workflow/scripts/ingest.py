@@ -16,4 +16,5 @@ with redirect_to_log(snakemake.log[0]):
         rois=p.rois,
         out_dir=Path(snakemake.output[0]).parent,
         zscore=p.zscore,
+        sessions=p.sessions,
     )
