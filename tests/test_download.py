@@ -188,7 +188,7 @@ def test_stale_longer_part_file_is_replaced(endpoint, bucket, tmp_path):
 def test_missing_session_says_how_many_the_subject_has(endpoint, bucket, tmp_path):
     name, _ = bucket
     key = nsd.relpath("betas_hdf5", 3, 35)
-    with pytest.raises(DownloadError, match=r"subj03 has only 32 sessions.*data.n_sessions"):
+    with pytest.raises(DownloadError, match=r"subj03 has only 32 sessions.*data.sessions"):
         download.fetch_nsd_file(key, tmp_path / key, endpoint, name)
 
 

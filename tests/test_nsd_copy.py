@@ -92,3 +92,50 @@ def test_object_sizes_unreachable_is_unknown_and_quick():
     sizes = nsd_copy.object_sizes(keys, f"http://127.0.0.1:{port}", "nsd", timeout=1.0)
     assert time.monotonic() - start < 5
     assert sizes == {k: None for k in keys}
+
+
+# --------------------------------------------------------------------- sessions
+def test_resolve_sessions_all_number_and_mapping():
+    have = {"subj01": 3, "subj02": 2}
+    subjects = list(have)
+    assert nsd_copy.resolve_sessions("all", subjects, have) == {"subj01": [1, 2, 3], "subj02": [1, 2]}
+    assert nsd_copy.resolve_sessions(2, subjects, have) == {"subj01": [1, 2], "subj02": [1, 2]}
+    assert nsd_copy.resolve_sessions({1: 1, "subj02": "all"}, subjects, have) == {"subj01": [1], "subj02": [1, 2]}
+    assert nsd_copy.resolve_sessions({"1": 2, "2": 1}, subjects, have) == {"subj01": [1, 2], "subj02": [1]}
+
+
+def test_resolve_sessions_stops_naming_subject_and_count():
+    have = {"subj01": 3, "subj02": 2}
+    with pytest.raises(nsd.NSDError, match=r"data.sessions asks for 3 sessions but subj02 has only 2"):
+        nsd_copy.resolve_sessions(3, list(have), have)
+    with pytest.raises(nsd.NSDError, match=r"lacks subj02"):
+        nsd_copy.resolve_sessions({1: 2}, list(have), have)
+    with pytest.raises(nsd.NSDError, match=r"data.sessions: 0 for subj01"):
+        nsd_copy.resolve_sessions({1: 0, 2: 1}, list(have), have)
+    with pytest.raises(nsd.NSDError, match=r"data.sessions: unknown subject 9"):
+        nsd_copy.resolve_sessions({9: 1, 1: 1, 2: 1}, list(have), have)
+
+
+def test_available_sessions_from_responses_else_nsd_counts(tmp_path):
+    file = nsd.path(tmp_path, "responses", "subj01")
+    file.parent.mkdir(parents=True)
+    file.write_text("SUBJECT\tSESSION\tRUN\tTRIAL\t73KID\n" + "".join(
+        f"1\t{s}\t1\t{t}\t{s * 10 + t}\n" for s in (1, 2, 3) for t in (1, 2)))
+    assert nsd_copy.available_sessions(tmp_path, ["subj01", "subj03"]) == {"subj01": 3, "subj03": 32}
+
+
+def test_test_images_use_each_subjects_own_sessions():
+    import numpy as np
+    import pandas as pd
+
+    from brainldm.ingest import test_images
+
+    def table(rows):  # (session, nsd_id)
+        return pd.DataFrame(rows, columns=["SESSION", "nsd_id"])
+
+    responses = {"subj01": table([(1, 0), (2, 1), (3, 2)]), "subj02": table([(1, 0), (2, 1), (2, 2), (3, 1)])}
+    sharedix = np.array([1, 2, 3])  # 1-based: nsd ids 0, 1, 2
+    assert test_images(responses, sharedix, {"subj01": 3, "subj02": 2}).tolist() == [0, 1, 2]
+    assert test_images(responses, sharedix, {"subj01": 2, "subj02": 2}).tolist() == [0, 1]
+    assert test_images(responses, sharedix, {"subj01": 3, "subj02": 1}).tolist() == [0]
+    assert test_images(responses, sharedix, 3).tolist() == [0, 1, 2]

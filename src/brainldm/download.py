@@ -187,8 +187,8 @@ def _missing_key_hint(key: str) -> str:
         subject, session = match.group(1), int(match.group(2))
         n = SESSIONS_PER_SUBJECT[int(subject[4:])]
         if session > n:
-            return f"{subject} has only {n} sessions in NSD: lower data.n_sessions to {n} or less"
-    return ("check data.subjects, data.n_sessions and data.betas_format, and that "
+            return f"{subject} has only {n} sessions in NSD: lower data.sessions to {n} or less, or set it to 'all'"
+    return ("check data.subjects, data.sessions and data.betas_format, and that "
             "download.endpoint_url and download.bucket point at the NSD bucket")
 
 

@@ -23,15 +23,21 @@ from brainldm.io import atomic_path
 log = logging.getLogger(__name__)
 
 
-def test_images(responses: Mapping[str, pd.DataFrame], sharedix: np.ndarray, n_sessions: int) -> np.ndarray:
-    """The test set: shared images that every given subject saw in sessions 1..n_sessions.
+def _n_of(n_sessions: int | Mapping[str, int], subject: str) -> int:
+    """Sessions used of one subject: the same n for all, or its entry of a mapping."""
+    return n_sessions[subject] if isinstance(n_sessions, Mapping) else int(n_sessions)
 
-    responses: subject -> responses table (with ``nsd_id``); sharedix: 1-based 73k ids.
-    Returns sorted 0-based nsd ids.
+
+def test_images(responses: Mapping[str, pd.DataFrame], sharedix: np.ndarray,
+                n_sessions: int | Mapping[str, int]) -> np.ndarray:
+    """The test set: shared images that every given subject saw in its sessions 1..n.
+
+    responses: subject -> responses table (with ``nsd_id``); sharedix: 1-based 73k ids;
+    n_sessions: one n for every subject or {subject: n}. Returns sorted 0-based nsd ids.
     """
     shared = set((np.asarray(sharedix).ravel() - 1).tolist())
-    for table in responses.values():
-        seen = table.loc[table["SESSION"] <= n_sessions, "nsd_id"]
+    for subject, table in responses.items():
+        seen = table.loc[table["SESSION"] <= _n_of(n_sessions, subject), "nsd_id"]
         shared &= set(seen.tolist())
     return np.array(sorted(shared), dtype=np.int64)
 
@@ -98,15 +104,18 @@ def ingest_subject(
     out_dir: str | os.PathLike,
     zscore: bool = True,
     bad_sessions: str = "error",
+    sessions: Mapping[str, int] | None = None,
 ) -> None:
     """Write one subject's arrays (see docs/contracts.md, "Ingestion output").
 
     betas_files: the subject's sessions 1..n in order (.hdf5 or .nii.gz).
     responses_files: every configured subject's responses.tsv (the test set is the
-    shared images all of them saw). Betas are divided by 300 (percent signal change)
-    and, if ``zscore``, z-scored per voxel within each session. An all-zero or
-    constant session stops ingestion (``bad_sessions="error"``) or is left out with
-    a warning (``"exclude"``); ``sessions.tsv`` records each session's status.
+    shared images all of them saw in their sessions used). sessions: {subject:
+    number of sessions used} of the other subjects (default: len(betas_files) each).
+    Betas are divided by 300 (percent signal change) and, if ``zscore``, z-scored per
+    voxel within each session. An all-zero or constant session stops ingestion
+    (``bad_sessions="error"``) or is left out with a warning (``"exclude"``);
+    ``sessions.tsv`` records each session's status.
     """
     if bad_sessions not in BAD_SESSION_ACTIONS:
         raise ValueError(f"ingest.bad_sessions must be one of {BAD_SESSION_ACTIONS}, not {bad_sessions!r}")
@@ -134,7 +143,9 @@ def ingest_subject(
     table = table.loc[table["SESSION"] <= n_sessions].copy()
     table["trial"] = table.groupby("SESSION").cumcount()
     sharedix = nsd.read_expdesign(expdesign_file)["sharedix"]
-    test_ids = test_images(responses, sharedix, n_sessions)
+    used = dict(sessions) if sessions is not None else {s: n_sessions for s in responses}
+    used[subject] = n_sessions
+    test_ids = test_images(responses, sharedix, used)
     shared_all = set((sharedix.ravel() - 1).tolist())
     is_test = table["nsd_id"].isin(test_ids).to_numpy()
     # Shared images that not every subject saw are in neither split (as in the paper: 982 of 1000).
@@ -239,8 +250,8 @@ def ingest_subject(
 
 
 def stimuli_table(
-    responses_files: Sequence[str | os.PathLike],
-    n_sessions: int,
+    responses_files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike],
+    n_sessions: int | Mapping[str, int],
     stim_info_file: str | os.PathLike,
     stimuli_file: str | os.PathLike,
     caption_files: Mapping[str, str | os.PathLike],
@@ -251,10 +262,14 @@ def stimuli_table(
     Fails early, naming the file, when an image id is outside imgBrick or an
     image has no captions in the COCO caption files.
     """
+    if not isinstance(responses_files, Mapping):
+        if isinstance(n_sessions, Mapping):
+            raise TypeError("per-subject n_sessions needs responses_files as {subject: file}")
+        responses_files = {str(i): f for i, f in enumerate(responses_files)}
     ids = set()
-    for file in responses_files:
+    for subject, file in responses_files.items():
         table = nsd.read_responses(file)
-        ids |= set(table.loc[table["SESSION"] <= n_sessions, "nsd_id"].tolist())
+        ids |= set(table.loc[table["SESSION"] <= _n_of(n_sessions, subject), "nsd_id"].tolist())
     ids = np.array(sorted(ids), dtype=np.int64)
     n_brick = nsd.n_images(stimuli_file)
     bad = ids[(ids < 0) | (ids >= n_brick)]

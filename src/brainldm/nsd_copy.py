@@ -141,3 +141,61 @@ def summary(
     else:
         size = f"{human_size(sum(known))} for {len(known)} of {len(missing)}, the rest size unknown"
     return f"{text}; missing: {listed} ({size})"
+
+
+def available_sessions(root: str | os.PathLike, subjects: Sequence[str]) -> dict[str, int]:
+    """Sessions each subject has: the highest SESSION of its responses.tsv under ``root``
+    when that file is there, else the count NSD published (SESSIONS_PER_SUBJECT)."""
+    from brainldm.nsd import SESSIONS_PER_SUBJECT, path, read_responses
+
+    out = {}
+    for subject in subjects:
+        file = path(root, "responses", subject)
+        if file.is_file():
+            out[subject] = int(read_responses(file)["SESSION"].max())
+        else:
+            out[subject] = SESSIONS_PER_SUBJECT[int(subject[4:])]
+    return out
+
+
+def resolve_sessions(
+    setting: str | int | Mapping, subjects: Sequence[str], available: Mapping[str, int],
+    key: str = "data.sessions",
+) -> dict[str, list[int]]:
+    """Session numbers (1-based) each subject uses, from config ``data.sessions``.
+
+    setting: ``"all"`` (every session the subject has), an integer n (sessions 1..n
+    of every subject; a subject with fewer stops the run with a message naming it
+    and its count), or a mapping {subject (1 or "subj01"): "all" or n}, which must
+    name every configured subject. available: {subject: sessions it has}.
+    """
+    from brainldm.nsd import NSDError, subject_name
+
+    if isinstance(setting, Mapping):
+        per = {}
+        for k, v in setting.items():
+            try:
+                per[subject_name(k if isinstance(k, int) or not str(k).isdigit() else int(k))] = v
+            except NSDError as err:
+                raise NSDError(f"{key}: {err}") from err
+        absent = [s for s in subjects if s not in per]
+        if absent:
+            raise NSDError(f"{key} is a per-subject mapping but lacks {', '.join(absent)}: "
+                           "add them (a number of sessions or 'all')")
+    else:
+        per = {s: setting for s in subjects}
+    out = {}
+    for subject in subjects:
+        value, have = per[subject], available[subject]
+        if value == "all":
+            n = have
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            if value > have:
+                raise NSDError(f"{key} asks for {value} sessions but {subject} has only {have}: "
+                               f"set {key} to {have} or less, to 'all', or per subject "
+                               f"(e.g. {{{subject}: {have}}})")
+            n = value
+        else:
+            raise NSDError(f"{key}: {value!r} for {subject} is neither 'all' nor a positive integer")
+        out[subject] = list(range(1, n + 1))
+    return out

@@ -73,7 +73,7 @@ class SyntheticDesign:
         """Raise ValueError naming the config key when the sizes cannot work."""
         if self.n_trials % 3:
             raise ValueError(
-                f"data.n_sessions x synthetic.trials_per_session = {self.n_trials} must be divisible by 3 "
+                f"synthetic.n_sessions x synthetic.trials_per_session = {self.n_trials} must be divisible by 3 "
                 "(every image is shown 3 times)"
             )
         if self.n_unique_images < 1:

@@ -67,7 +67,7 @@ def nsd_copy_root(tmp_path_factory) -> Path:
 
 def make_run(tmp_path: Path, root: Path, endpoint: str, bucket: str = "natural-scenes-dataset") -> WorkflowRun:
     overrides = {
-        "data": {"source": "nsd", "nsd_root": str(root), "subjects": [1, 2], "n_sessions": 2},
+        "data": {"source": "nsd", "nsd_root": str(root), "subjects": [1, 2], "sessions": "all"},
         "download": {"endpoint_url": endpoint, "bucket": bucket},
     }
     return WorkflowRun(copy_workflow(tmp_path / "wf", overrides), targets=list(TARGETS))

@@ -5,9 +5,19 @@ import sys
 from brainldm import nsd, nsd_copy
 
 SUBJECTS = [nsd.subject_name(s) for s in config["data"]["subjects"]]
-SESSIONS = list(range(1, config["data"]["n_sessions"] + 1))
 NSD_ROOT = config["data"]["nsd_root"]
 SYNTHETIC = config["data"]["source"] == "synthetic"
+# {subject: session numbers used}, from data.sessions and what each subject has: the
+# synthetic generator's synthetic.n_sessions, or the real copy's responses.tsv (NSD's
+# published counts for a subject whose responses.tsv is not there yet).
+SESSIONS_BY_SUBJECT = nsd_copy.resolve_sessions(
+    config["data"]["sessions"],
+    SUBJECTS,
+    {s: config["synthetic"]["n_sessions"] for s in SUBJECTS}
+    if SYNTHETIC
+    else nsd_copy.available_sessions(NSD_ROOT, SUBJECTS),
+)
+N_SESSIONS = {s: len(v) for s, v in SESSIONS_BY_SUBJECT.items()}
 ROIS = list(config["ingest"]["rois"]) + ["brain"]
 
 
@@ -35,7 +45,7 @@ def nsd_file(kind, subject=None, session=None):
 def betas_files(wildcards):
     """The configured sessions' betas of one subject, in the configured format."""
     kind = f"betas_{config['data']['betas_format']}"
-    return [nsd_file(kind, wildcards.subject, s) for s in SESSIONS]
+    return [nsd_file(kind, wildcards.subject, s) for s in SESSIONS_BY_SUBJECT[wildcards.subject]]
 
 
 def subject_files(subject):
@@ -71,7 +81,7 @@ def shared_nsd_files():
 def all_nsd_keys():
     """Keys (paths under nsd_root) of every NSD file the configured subjects and sessions need."""
     return nsd_copy.needed_keys(
-        SUBJECTS, {s: SESSIONS for s in SUBJECTS}, config["data"]["betas_format"]
+        SUBJECTS, SESSIONS_BY_SUBJECT, config["data"]["betas_format"]
     )
 
 
@@ -96,8 +106,11 @@ def ingest_outputs(subject="{subject}"):
 def synthetic_outputs():
     """Every NSD file the generator writes: both betas formats, plus the ground truth."""
     files = all_nsd_files()
-    other = "nifti" if config["data"]["betas_format"] == "hdf5" else "hdf5"
-    files += [nsd_file(f"betas_{other}", s, n) for s in SUBJECTS for n in SESSIONS]
+    generated = range(1, config["synthetic"]["n_sessions"] + 1)  # data.sessions may use fewer
+    files += [
+        nsd_file(f"betas_{fmt}", s, n) for fmt in ("hdf5", "nifti") for s in SUBJECTS for n in generated
+    ]
+    files = list(dict.fromkeys(files))
     truth = ["low_level.npy", "attributes.npy", "attribute_names.json"] + [f"{s}.npz" for s in SUBJECTS]
     files += [os.path.join(NSD_ROOT, "ground_truth", name) for name in truth]
     return files

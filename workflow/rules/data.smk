@@ -9,7 +9,7 @@ if SYNTHETIC:
             synthetic_outputs(),
         params:
             subjects=config["data"]["subjects"],
-            n_sessions=config["data"]["n_sessions"],
+            n_sessions=config["synthetic"]["n_sessions"],
             synthetic=config["synthetic"],
             pycortex_cache="results/pycortex",
         log:
@@ -34,7 +34,8 @@ rule stimuli_table:
     output:
         "results/stimuli/stimuli.tsv",
     params:
-        n_sessions=config["data"]["n_sessions"],
+        subjects=SUBJECTS,
+        n_sessions=N_SESSIONS,
     log:
         "results/logs/stimuli_table.log",
     benchmark:
@@ -65,6 +66,7 @@ rule ingest:
         rois=config["ingest"]["rois"],
         zscore=config["ingest"]["zscore_per_session"],
         bad_sessions=config["ingest"]["bad_sessions"],
+        sessions=N_SESSIONS,
     log:
         "results/logs/{subject}/ingest.log",
     benchmark:

@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from brainldm.feature_shards import family_settings
 
 MODEL = config["model"]
@@ -19,6 +21,27 @@ FEATURES_THREADS = 1 if TINY_MODEL else 2
 # Minutes for ~40k images (four NSD subjects) on one GPU; the tiny model needs a few.
 FEATURES_RUNTIME = {"z": 120, "c": 120, "zc": 2880, "unet": 1440} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 10)
 FEATURES_MEM_MB = {"z": 8000, "c": 10000, "zc": 12000, "unet": 12000} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 2000)
+
+
+def check_model():
+    """Stop the DAG construction (also of a dry run) when model.name is a hub id not
+    in the local cache (with model.local_files_only) or a folder lacking components;
+    the message names model.name and the download command. The tiny model is built
+    by the workflow and exempt."""
+    if TINY_MODEL:
+        return
+    from brainldm.models import ModelError, check_model_folder, resolve_model
+
+    try:
+        source = resolve_model(MODEL["name"], MODEL["local_files_only"])
+        if Path(source).is_dir():
+            check_model_folder(source)
+    except ModelError as err:
+        raise WorkflowError(f"model.name {MODEL['name']!r} cannot be used: {err}") from None
+
+
+if workflow.is_main_process:  # once, before anything is downloaded or computed
+    check_model()
 
 
 def model_path():

@@ -17,4 +17,5 @@ with redirect_to_log(snakemake.log[0]):
         out_dir=Path(snakemake.output[0]).parent,
         zscore=p.zscore,
         bad_sessions=p.bad_sessions,
+        sessions=p.sessions,
     )

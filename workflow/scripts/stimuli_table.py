@@ -5,6 +5,6 @@ from brainldm.logs import redirect_to_log
 with redirect_to_log(snakemake.log[0]):
     i = snakemake.input
     stimuli_table(
-        i.responses, snakemake.params.n_sessions, i.stim_info, i.stimuli,
+        dict(zip(snakemake.params.subjects, i.responses)), snakemake.params.n_sessions, i.stim_info, i.stimuli,
         {"train2017": i.captions_train, "val2017": i.captions_val}, snakemake.output[0],
     )
