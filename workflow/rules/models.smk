@@ -8,8 +8,9 @@ from brainldm.feature_shards import family_settings
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
 TINY_MODEL_DIR = "results/models/tiny"
-# The tiny model's hand-made tokenizer ships with the repository (paths are relative to the working directory, the repository root).
-TINY_TOKENIZER_DIR = "resources/tiny_tokenizer"
+# The tiny model's hand-made tokenizer ships with the repository; as a path relative to
+# the working directory (the repository root, or another folder given by --directory).
+TINY_TOKENIZER_DIR = os.path.relpath(os.path.join(workflow.basedir, "resources", "tiny_tokenizer"))
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
 FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
@@ -17,6 +18,7 @@ FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
 # busy machine); the real model's CPU side (image resizing, I/O) uses two.
 FEATURES_THREADS = 1 if TINY_MODEL else 2
 # Minutes for ~40k images (four NSD subjects) on one GPU; the tiny model needs a few.
+# (zc includes the U-Net activations, collected in the same img2img pass.)
 FEATURES_RUNTIME = {"z": 120, "c": 120, "zc": 2880, "unet": 1440} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 10)
 FEATURES_MEM_MB = {"z": 8000, "c": 10000, "zc": 12000, "unet": 12000} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 2000)
 
@@ -49,6 +51,9 @@ def model_param(wildcards, input):
     return os.path.dirname(files[0]) if files else MODEL["name"]
 
 
-def features_settings(family):
-    """The features: keys that change one family's values (tracked as params)."""
-    return family_settings(family, config["features"])
+def features_settings(*families):
+    """The features: keys that change these families' values (tracked as params)."""
+    out = {}
+    for family in families:
+        out.update(family_settings(family, config["features"]))
+    return out
