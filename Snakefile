@@ -24,6 +24,11 @@ configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
+# model.local_files_only: the jobs (models, metric networks) make no network attempt at all.
+from brainldm.offline import apply_offline
+
+apply_offline(config["model"]["local_files_only"])
+
 
 report: "workflow/report/workflow.rst"
 
