@@ -51,6 +51,7 @@ rule features_z:
         mem_mb=FEATURES_MEM_MB["z"],
         runtime=FEATURES_RUNTIME["z"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("z"),
     conda:
         FEATURES_ENV
     script:
@@ -81,6 +82,7 @@ rule features_c:
         mem_mb=FEATURES_MEM_MB["c"],
         runtime=FEATURES_RUNTIME["c"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("c"),
     conda:
         FEATURES_ENV
     script:
@@ -113,6 +115,7 @@ rule features_zc:
         mem_mb=max(FEATURES_MEM_MB["zc"], FEATURES_MEM_MB["unet"]),
         runtime=FEATURES_RUNTIME["zc"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("zc", "unet"),
     conda:
         FEATURES_ENV
     script:

@@ -57,3 +57,19 @@ def features_settings(*families):
     for family in families:
         out.update(family_settings(family, config["features"]))
     return out
+
+
+def features_disk_mb(*families):
+    """Disk (MB) a features job writes: its shards plus the gathered file (2 copies), for
+    at most 10,000 images per configured subject (NSD: 73,000 in all), in features.dtype.
+    Per image: z 4 x (z_resolution/8)^2; c 77 x 768; zc that x (strengths + fractions);
+    unet SD v1's 3,200 block channels x pool^2 x fractions. The tiny model: 200 MB."""
+    if TINY_MODEL:
+        return 200
+    f = config["features"]
+    latent = 4 * (f["z_resolution"] // 8) ** 2
+    values = {"z": latent, "c": 77 * 768, "zc": latent * (len(f["strengths"]) + len(f["fractions"])),
+              "unet": 3200 * max(1, f["unet_pool_size"]) ** 2 * len(f["fractions"])}
+    n_images = min(73000, 10000 * len(config["data"]["subjects"]))
+    item = 2 if f["dtype"] == "float16" else 4
+    return int(100 + 2 * n_images * item * sum(values[k] for k in families) / 1e6)
