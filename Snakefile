@@ -17,10 +17,17 @@ for key, value in {"TQDM_MININTERVAL": "10", "TQDM_NCOLS": "100"}.items():
     os.environ.setdefault(key, value)
 
 
-configfile: "config/config.yaml"
+# The base config is the workflow's, wherever snakemake runs (--directory elsewhere):
+# a user's --configfile then only overrides what it sets.
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+
+# model.local_files_only: the jobs (models, metric networks) make no network attempt at all.
+from brainldm.offline import apply_offline
+
+apply_offline(config["model"]["local_files_only"])
 
 
 report: "workflow/report/workflow.rst"

@@ -242,6 +242,44 @@ def test_lower_strength_stays_closer_to_z(pipe, settings, batch):
     assert dist[0.2] < dist[0.5] < dist[0.8]
 
 
+def test_one_pass_gives_the_two_pass_zc_and_unet(pipe, settings, batch, monkeypatch):
+    """issue 17.2: zc stage latents and U-Net activations from one stage-strength pass equal
+    the reference two-pass computation (a zc pass and a separate unet pass), bit for bit."""
+    from brainldm import features
+    from brainldm.features import compute_zc_unet
+
+    args = (pipe, settings, batch["ids"])
+    kw = dict(z=batch["z"], c=batch["c"])
+    # reference: the two passes as computed before (each strength, then the U-Net pass again)
+    uc = encode_text(pipe, [""])
+    ref_zc = {}
+    for s in dict.fromkeys([*settings.strengths, settings.stage_strength]):
+        res = img2img_features(pipe, batch["z"], batch["c"], batch["ids"], s, settings,
+                               stages=s == settings.stage_strength, uc=uc)
+        ref_zc.update(res)
+    ref_unet = img2img_features(pipe, batch["z"], batch["c"], batch["ids"], settings.stage_strength, settings,
+                                unet=True)
+    ref_unet.pop(f"noise/s{settings.stage_strength:.2f}")
+    passes = []
+    real = features.img2img_features
+
+    def counting(*a, **k):
+        passes.append(a[4])
+        return real(*a, **k)
+
+    monkeypatch.setattr(features, "img2img_features", counting)
+    zc, unet = compute_zc_unet(*args, **kw)
+    assert passes == list(dict.fromkeys([*settings.strengths, settings.stage_strength]))  # 0.8 once
+    assert sorted(zc) == sorted(ref_zc) and sorted(unet) == sorted(ref_unet)
+    for k in ref_zc:
+        np.testing.assert_array_equal(zc[k], ref_zc[k], err_msg=k)
+    for k in ref_unet:
+        np.testing.assert_array_equal(unet[k], ref_unet[k], err_msg=k)
+    # compute_family gives the same as before for each family alone
+    np.testing.assert_array_equal(compute_family("zc", *args, **kw)["stage/f0.50"], ref_zc["stage/f0.50"])
+    np.testing.assert_array_equal(compute_family("unet", *args, **kw)["mid/f1.00"], ref_unet["mid/f1.00"])
+
+
 def test_unknown_unet_layer_is_named(pipe, batch):
     s = FeatureSettings.from_config({**FAST, "unet_layers": {"deep": "down_blocks.9"}})
     with pytest.raises(FeatureError, match="features.unet_layers: the U-Net has no module 'down_blocks.9'"):
@@ -374,6 +412,44 @@ def test_copied_model_and_stimuli_keep_shards(stimuli, tmp_path, model_dir, monk
         f["imgBrick"][0, 0, 0, 0] = (int(f["imgBrick"][0, 0, 0, 0]) + 1) % 256
     _extract("z", stimuli, out, copy)
     assert len(sum(calls, [])) == 12
+
+
+def test_zc_job_writes_unet_from_the_same_pass(stimuli, tmp_path, model_dir, monkeypatch):
+    """issue 17.2: extract_family("zc", unet_out_file=...) equals the separate zc and unet runs,
+    with one img2img pass at the stage strength per batch; resumes each family's shards."""
+    from brainldm import features
+
+    sep, one = tmp_path / "separate", tmp_path / "one"
+    for out in (sep, one):
+        _extract("z", stimuli, out, model_dir)
+        _extract("c", stimuli, out, model_dir)
+    _extract("zc", stimuli, sep, model_dir)
+    _extract("unet", stimuli, sep, model_dir)
+    passes = []
+    real = features.img2img_features
+
+    def counting(*a, **k):
+        passes.append(a[4])
+        return real(*a, **k)
+
+    monkeypatch.setattr(features, "img2img_features", counting)
+    _extract("zc", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
+    n_batches = 5  # shards of 5 (4 + 1), 5 (4 + 1) and 2 images
+    assert passes.count(FAST["stage_strength"]) == n_batches and len(passes) == 3 * n_batches
+    for fam in ("zc", "unet"):
+        a, b = _read(sep / f"{fam}.h5"), _read(one / f"{fam}.h5")
+        assert sorted(a) == sorted(b)
+        for k in a:
+            np.testing.assert_array_equal(a[k][0], b[k][0], err_msg=f"{fam} {k}")
+            assert a[k][1] == b[k][1]
+    # only the unet shard lost: recomputed alone (one pass), zc shards untouched
+    (one / "shards" / "unet" / "00001.h5").unlink()
+    passes.clear()
+    _extract("zc", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
+    assert passes == [FAST["stage_strength"]] * 2
+    np.testing.assert_array_equal(_read(one / "unet.h5")["mid/f1.00"][0], _read(sep / "unet.h5")["mid/f1.00"][0])
+    with pytest.raises(FeatureError, match="unet_out_file goes with the zc family"):
+        _extract("z", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
 
 
 def test_float16_storage(stimuli, tmp_path, model_dir):

@@ -90,6 +90,10 @@ def test_gather_writes_the_contract_and_a_grid(shards, decoded, tmp_path):
             assert f[k].shape == (N_TEST, 2, 64, 64, 3)
         with h5py.File(shards[1], "r") as s:
             np.testing.assert_array_equal(f["zc"][-1], s["zc"][-1])
+            assert s["zc"].compression == "gzip" and s["zc"].compression_opts == 1
+        # images compressed (gzip 1, one chunk per image), lossless
+        for k in ("z", "c", "zc", "original"):
+            assert f[k].compression == "gzip" and f[k].compression_opts == 1 and f[k].chunks[-3:] == (64, 64, 3)
     grid = Image.open(tmp_path / "grid.png")
     assert grid.size[0] > grid.size[1] > 100  # 3 rows x 7 columns
 

@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from brainldm import nsd
-from brainldm.features import FAMILIES, FeatureError, FeatureSettings, compute_family, dataset_attrs, progress
+from brainldm.features import (FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs,
+                               progress)
 
 #: Settings that change each family's output (besides the model and dtype).
 FAMILY_KEYS = {
@@ -209,7 +210,8 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
                    shard_dir: str | os.PathLike | None = None,
                    stimuli_hdf5=None, stim_info=None, captions_train=None, captions_val=None,
                    z_file=None, c_file=None, device: str | None = None, local_files_only: bool = True,
-                   threads: int | None = None, pipe=None, require_gpu: bool = False) -> Path:
+                   threads: int | None = None, pipe=None, require_gpu: bool = False,
+                   unet_out_file: str | os.PathLike | None = None) -> Path:
     """Compute ``family`` for every image of ``stimuli_table`` and write ``out_file``.
 
     model: folder or hub id for :func:`brainldm.models.load_pipeline` (or pass ``pipe``).
@@ -218,9 +220,14 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
     Finished shards of an earlier run with the same fingerprint are reused.
     require_gpu: a GPU job (real model): no silent CPU fallback, see
     :func:`brainldm.models.resolve_device`.
+    unet_out_file: with family "zc", also write the U-Net activations (unet.h5, shards in
+    ``shards/unet``) from the same img2img pass at the stage strength (17.2: the pass is
+    not run twice). Each family keeps its own shards and fingerprint.
     """
     if family not in FAMILIES:
         raise FeatureError(f"unknown feature family {family!r}; known: {FAMILIES}")
+    if unet_out_file is not None and family != "zc":
+        raise FeatureError(f"unet_out_file goes with the zc family (one img2img pass for both), not {family!r}")
     s = settings if isinstance(settings, FeatureSettings) else FeatureSettings.from_config(settings)
     if threads:
         import torch
@@ -228,38 +235,45 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         torch.set_num_threads(int(threads))
     table = read_stimuli_table(stimuli_table)
     ids = table["nsd_id"].to_numpy(np.int64)
+    out_files = {family: Path(out_file)}
+    if unet_out_file is not None:
+        out_files["unet"] = Path(unet_out_file)
+    root = Path(shard_dir).parent if shard_dir else out_files[family].parent / "shards"
+    shard_dirs = {f: (Path(shard_dir) if shard_dir and f == family else root / f) for f in out_files}
     inputs = _Inputs(family, table, stimuli_hdf5, stim_info, captions_train, captions_val, z_file, c_file)
-    out_file = Path(out_file)
-    shard_dir = Path(shard_dir) if shard_dir else out_file.parent / "shards" / family
-    shard_dir.mkdir(parents=True, exist_ok=True)
-
-    digests = DigestCache(shard_dir.parent / "digests.json")
-    fingerprint = hashlib.sha1(json.dumps(
-        {"family": family, "settings": {k: v for k, v in family_settings(family, s).items() if k != "batch_size"},
-         "model": model_identity(model, digests), "inputs": inputs.stamps(digests)},
-        sort_keys=True).encode()).hexdigest()
+    digests = DigestCache(root / "digests.json")
+    model_id = model_identity(model, digests)
+    stamps = inputs.stamps(digests)
     digests.save()
-    manifest_path = shard_dir / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    except json.JSONDecodeError:
-        print(f"[features {family}] unreadable {manifest_path}: recomputing every shard", file=sys.stderr)
-        manifest = {}
-    stale = manifest.get("fingerprint") != fingerprint
-    if stale:
-        manifest = {"family": family, "fingerprint": fingerprint, "shards": {}}
-
     bounds = [(a, min(a + s.shard_size, len(ids))) for a in range(0, len(ids), s.shard_size)]
     names = [f"{k:05d}" for k in range(len(bounds))]
+    plans = {}
+    for fam, sdir in shard_dirs.items():
+        sdir.mkdir(parents=True, exist_ok=True)
+        fingerprint = hashlib.sha1(json.dumps(
+            {"family": fam, "settings": {k: v for k, v in family_settings(fam, s).items() if k != "batch_size"},
+             "model": model_id, "inputs": stamps}, sort_keys=True).encode()).hexdigest()
+        manifest_path = sdir / "manifest.json"
+        try:
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+        except json.JSONDecodeError:
+            print(f"[features {fam}] unreadable {manifest_path}: recomputing every shard", file=sys.stderr)
+            manifest = {}
+        stale = manifest.get("fingerprint") != fingerprint
+        if stale:
+            manifest = {"family": fam, "fingerprint": fingerprint, "shards": {}}
 
-    def finished(name, a, b):
-        entry = manifest["shards"].get(name)
-        return (entry is not None and (shard_dir / entry["file"]).is_file()
-                and entry["nsd_ids"] == ids[a:b].tolist())
+        def finished(name, a, b, manifest=manifest, sdir=sdir):
+            entry = manifest["shards"].get(name)
+            return (entry is not None and (sdir / entry["file"]).is_file()
+                    and entry["nsd_ids"] == ids[a:b].tolist())
 
-    todo = [(n, a, b) for n, (a, b) in zip(names, bounds) if not finished(n, a, b)]
-    print(f"[features {family}] {len(ids)} images, {len(bounds)} shards, {len(bounds) - len(todo)} already done",
-          file=sys.stderr)
+        todo = {n for n, (a, b) in zip(names, bounds) if not finished(n, a, b)}
+        print(f"[features {fam}] {len(ids)} images, {len(bounds)} shards, {len(bounds) - len(todo)} already done",
+              file=sys.stderr)
+        plans[fam] = dict(dir=sdir, manifest=manifest, path=manifest_path, fingerprint=fingerprint,
+                          stale=stale, todo=todo)
+    todo = [(n, a, b) for n, (a, b) in zip(names, bounds) if any(n in p["todo"] for p in plans.values())]
     if todo:
         # Load (and so check) the model before anything is removed: a broken model
         # folder must not cost the shards of an earlier run.
@@ -270,38 +284,56 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
                                  require_gpu=require_gpu)
         if family == "c":
             inputs.prefetch_captions(np.concatenate([ids[a:b] for _, a, b in todo]))
-    if stale:
-        print(f"[features {family}] model, inputs or settings changed: removing the old shards", file=sys.stderr)
-        for old in shard_dir.glob("*.h5"):
-            old.unlink()
-        _write_json(manifest_path, manifest)
+    for fam, plan in plans.items():
+        if plan["stale"]:
+            old_shards = list(plan["dir"].glob("*.h5"))
+            if old_shards:
+                print(f"[features {fam}] model, inputs or settings changed: removing {len(old_shards)} old shards",
+                      file=sys.stderr)
+            for old in old_shards:
+                old.unlink()
+            _write_json(plan["path"], plan["manifest"])
     store = np.dtype(s.dtype)
     for name, a, b in todo:
         t0 = time.time()
-        parts: dict[str, list[np.ndarray]] = {}
+        need = [fam for fam in plans if name in plans[fam]["todo"]]
+        parts: dict[str, dict[str, list[np.ndarray]]] = {fam: {} for fam in need}
         timesteps = None
         starts = range(a, b, s.batch_size)
-        with progress(len(starts), f"{family} shard {name}") as bar:
+        with progress(len(starts), f"{'+'.join(need)} shard {name}") as bar:
             for lo in starts:
                 hi = min(lo + s.batch_size, b)
-                batch = compute_family(family, pipe, s, ids[lo:hi], **inputs.batch(slice(lo, hi), ids[lo:hi]))
-                timesteps = batch.pop("_timesteps", timesteps)
-                for k, v in batch.items():
-                    parts.setdefault(k, []).append(v.astype(store))
+                data = inputs.batch(slice(lo, hi), ids[lo:hi])
+                if need == [family]:
+                    results = {family: compute_family(family, pipe, s, ids[lo:hi], **data)}
+                elif need == ["unet"]:
+                    results = {"unet": compute_family("unet", pipe, s, ids[lo:hi], **data)}
+                else:  # zc (+ unet): one pass at the stage strength gives both
+                    zc, acts = compute_zc_unet(pipe, s, ids[lo:hi], data["z"], data["c"], unet="unet" in need)
+                    results = {"zc": zc, "unet": acts} if "unet" in need else {"zc": zc}
+                for fam, batch in results.items():
+                    timesteps = batch.pop("_timesteps", timesteps)
+                    for k, v in batch.items():
+                        parts[fam].setdefault(k, []).append(v.astype(store))
                 bar.update()
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
         n_steps = None if timesteps is None else len(timesteps)
-        attrs = {k: dataset_attrs(k, s, n_steps, timesteps) for k in arrays}
-        _write_h5(shard_dir / f"{name}.h5", ids[a:b], arrays, attrs)
-        manifest["shards"][name] = {
-            "file": f"{name}.h5", "rows": [a, b], "nsd_ids": ids[a:b].tolist(),
-            "datasets": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
-        }
-        _write_json(manifest_path, manifest)
-        print(f"[features {family}] shard {name} ({b - a} images) in {time.time() - t0:.1f} s", file=sys.stderr)
-    gather(shard_dir, names, out_file, {"family": family, "model": str(model), "fingerprint": fingerprint,
-                                        "settings": json.dumps(family_settings(family, s))})
-    return out_file
+        for fam in need:
+            plan = plans[fam]
+            arrays = {k: np.concatenate(v) for k, v in parts[fam].items()}
+            attrs = {k: dataset_attrs(k, s, n_steps, timesteps) for k in arrays}
+            _write_h5(plan["dir"] / f"{name}.h5", ids[a:b], arrays, attrs)
+            plan["manifest"]["shards"][name] = {
+                "file": f"{name}.h5", "rows": [a, b], "nsd_ids": ids[a:b].tolist(),
+                "datasets": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
+            }
+            _write_json(plan["path"], plan["manifest"])
+        print(f"[features {'+'.join(need)}] shard {name} ({b - a} images) in {time.time() - t0:.1f} s",
+              file=sys.stderr)
+    for fam, plan in plans.items():
+        gather(plan["dir"], names, out_files[fam], {"family": fam, "model": str(model),
+                                                    "fingerprint": plan["fingerprint"],
+                                                    "settings": json.dumps(family_settings(fam, s))})
+    return out_files[family]
 
 
 def gather(shard_dir: Path, names: list[str], out_file: Path, file_attrs: dict) -> None:

@@ -360,22 +360,40 @@ def compute_family(family: str, pipe, settings: FeatureSettings, nsd_ids, *, ima
     if family == "c":
         return {"c": encode_c(pipe, captions, nsd_ids)}
     if family == "zc":
-        uc = encode_text(pipe, [""])
-        out: dict[str, np.ndarray] = {}
-        strengths = list(dict.fromkeys([*settings.strengths, settings.stage_strength]))
-        for s in strengths:
-            res = img2img_features(pipe, z, c, nsd_ids, s, settings, stages=s == settings.stage_strength, uc=uc)
-            if s == settings.stage_strength:
-                out["_timesteps"] = res["_timesteps"]
-            if s not in settings.strengths:
-                res.pop(f"noise/s{s:.2f}")
-            out.update({k: v for k, v in res.items() if k != "_timesteps"})
-        return out
+        return compute_zc_unet(pipe, settings, nsd_ids, z, c, unet=False)[0]
     if family == "unet":
         res = img2img_features(pipe, z, c, nsd_ids, settings.stage_strength, settings, unet=True)
         res.pop(f"noise/s{settings.stage_strength:.2f}")
         return res
     raise FeatureError(f"unknown feature family {family!r}; known: {FAMILIES}")
+
+
+def compute_zc_unet(pipe, settings: FeatureSettings, nsd_ids, z: np.ndarray, c: np.ndarray,
+                    unet: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One batch of the zc features and (with ``unet``) the U-Net activations, with the
+    img2img at ``settings.stage_strength`` run once for both (stage latents and block
+    outputs come from the same denoising pass; the other strengths run once each).
+
+    z: (n, 4, h, w) scaled latents; c: (n, 77, d). Returns (zc, unet) dicts as
+    :func:`compute_family` gives them for "zc" and "unet" (unet empty without ``unet``);
+    both carry ``_timesteps`` of the stage-strength pass.
+    """
+    uc = encode_text(pipe, [""])
+    zc: dict[str, np.ndarray] = {}
+    acts: dict[str, np.ndarray] = {}
+    layer_prefixes = tuple(f"{name}/" for name in settings.unet_layers)
+    for s in dict.fromkeys([*settings.strengths, settings.stage_strength]):
+        at_stage = s == settings.stage_strength
+        res = img2img_features(pipe, z, c, nsd_ids, s, settings, stages=at_stage, unet=at_stage and unet, uc=uc)
+        if at_stage:
+            zc["_timesteps"] = res["_timesteps"]
+            if unet:
+                acts = {k: v for k, v in res.items() if k.startswith(layer_prefixes)}
+                acts["_timesteps"] = res["_timesteps"]
+        if s not in settings.strengths:
+            res.pop(f"noise/s{s:.2f}")
+        zc.update({k: v for k, v in res.items() if k != "_timesteps" and not k.startswith(layer_prefixes)})
+    return zc, acts
 
 
 def progress(total: int, desc: str):

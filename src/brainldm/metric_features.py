@@ -49,6 +49,8 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from brainldm.weights import WeightsHashError, check_hash_in_name
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -260,6 +262,10 @@ def _build_torchvision(name: str, cfg: WeightsConfig) -> LoadedNetwork:
     if name == "inception_v3":
         kwargs["init_weights"] = False
     model = builder(weights=None, **kwargs)
+    try:
+        check_hash_in_name(path, weights.url)
+    except WeightsHashError as err:
+        raise MetricWeightsError(f"{name} weights: {err}") from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -80,6 +80,12 @@ class ReconSettings:
 # ----------------------------------------------------------------------------- helpers
 
 
+#: HDF5 filter for the uint8 image datasets (one chunk per image): gzip level 1. On the
+#: demo's recons.h5 it saves 19% (1.50 -> 1.21 MB; level 4: 1.20 MB, lzf: 1.31 MB) and
+#: reading the whole file takes 0.01 s instead of < 0.01 s.
+IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 1}
+
+
 def shard_indices(n_images: int, shards: int, shard: int) -> np.ndarray:
     """Positions (into the test images) of shard ``shard`` of ``shards`` contiguous, near-equal
     parts. Shards beyond n_images are empty."""
@@ -251,7 +257,8 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
         with h5py.File(tmp, "w") as f:
             f["nsd_id"] = nsd_ids[idx]
             dsets = {k: f.create_dataset(k, shape=shape, dtype=np.uint8,
-                                         chunks=(1, 1, size, size, 3) if len(idx) else None)
+                                         **(dict(chunks=(1, 1, size, size, 3), **IMAGE_COMPRESSION)
+                                            if len(idx) else {}))
                      for k in CONDITIONS}
             for key, value in asdict(s).items():
                 f.attrs[key] = value
@@ -313,7 +320,8 @@ def gather(shard_files: Sequence[str | os.PathLike], z_npz, stimuli_file, out_h5
         with h5py.File(tmp, "w") as out:
             out["nsd_id"] = nsd_ids
             shape = (n, s.n_samples, size, size, 3)
-            dsets = {k: out.create_dataset(k, shape=shape, dtype=np.uint8, chunks=(1, 1, size, size, 3))
+            dsets = {k: out.create_dataset(k, shape=shape, dtype=np.uint8, chunks=(1, 1, size, size, 3),
+                                           **IMAGE_COMPRESSION)
                      for k in CONDITIONS}
             for shard, path in enumerate(shard_files):
                 idx = shard_indices(n, s.shards, shard)
@@ -333,7 +341,7 @@ def gather(shard_files: Sequence[str | os.PathLike], z_npz, stimuli_file, out_h5
                         if len(idx):
                             dsets[k][idx[0]: idx[-1] + 1] = f[k][:]
             originals = out.create_dataset("original", shape=(n, size, size, 3), dtype=np.uint8,
-                                           chunks=(1, size, size, 3))
+                                           chunks=(1, size, size, 3), **IMAGE_COMPRESSION)
             for start in range(0, n, 64):
                 originals[start:start + 64] = resize_images(
                     nsd.read_images(stimuli_file, nsd_ids[start:start + 64]), size)

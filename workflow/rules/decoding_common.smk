@@ -32,6 +32,11 @@ RECON_THREADS = 1 if TINY_MODEL else 2
 # Minutes per shard: about 40 s per test image with SD v1.4 on one GPU for the three
 # conditions x 5 samples at 512 px, with a wide margin; NSD has at most 1000 test images.
 RECON_RUNTIME = 10 if TINY_MODEL else int(10 + 2 * -(-1000 // RECON["shards"]) * RECON["n_samples"] / 5)
+# Disk (MB) a job writes, uncompressed upper bound (gzip 1 saves ~20%): per shard its
+# images (3 conditions x n_samples, uint8); the gather job the whole subject with originals.
+_RECON_IMAGE_MB = RECON["image_size"] ** 2 * 3 / 1e6
+RECON_SHARD_DISK_MB = int(10 + -(-1000 // RECON["shards"]) * 3 * RECON["n_samples"] * _RECON_IMAGE_MB)
+RECON_GATHER_DISK_MB = int(10 + 1000 * (3 * RECON["n_samples"] + 1) * _RECON_IMAGE_MB)
 
 
 def decoding_betas(split):

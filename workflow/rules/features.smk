@@ -51,6 +51,7 @@ rule features_z:
         mem_mb=FEATURES_MEM_MB["z"],
         runtime=FEATURES_RUNTIME["z"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("z"),
     conda:
         FEATURES_ENV
     script:
@@ -81,6 +82,7 @@ rule features_c:
         mem_mb=FEATURES_MEM_MB["c"],
         runtime=FEATURES_RUNTIME["c"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("c"),
     conda:
         FEATURES_ENV
     script:
@@ -88,16 +90,19 @@ rule features_c:
 
 
 rule features_zc:
-    """zc: img2img (DDIM) latents from z conditioned on c, per strength and per denoising fraction."""
+    """zc: img2img (DDIM) latents from z conditioned on c, per strength and per denoising
+    fraction, and the U-Net block outputs (pooled) at features.stage_strength per fraction,
+    from the same img2img pass (one denoising pass at the stage strength, not two)."""
     input:
         table="results/stimuli/stimuli.tsv",
         z="results/features/z.h5",
         c="results/features/c.h5",
         model=model_inputs(),
     output:
-        "results/features/zc.h5",
+        zc="results/features/zc.h5",
+        unet="results/features/unet.h5",
     params:
-        settings=features_settings("zc"),
+        settings=features_settings("zc", "unet"),
         model=model_param,
         local_files_only=MODEL["local_files_only"],
         device=model_device(),
@@ -107,42 +112,14 @@ rule features_zc:
         "results/benchmarks/features/features_zc.tsv"
     threads: FEATURES_THREADS
     resources:
-        mem_mb=FEATURES_MEM_MB["zc"],
+        mem_mb=max(FEATURES_MEM_MB["zc"], FEATURES_MEM_MB["unet"]),
         runtime=FEATURES_RUNTIME["zc"],
         gpu=FEATURES_GPU,
+        disk_mb=features_disk_mb("zc", "unet"),
     conda:
         FEATURES_ENV
     script:
         "../scripts/features_zc.py"
-
-
-rule features_unet:
-    """U-Net block outputs (pooled) during img2img at features.stage_strength, per denoising fraction."""
-    input:
-        table="results/stimuli/stimuli.tsv",
-        z="results/features/z.h5",
-        c="results/features/c.h5",
-        model=model_inputs(),
-    output:
-        "results/features/unet.h5",
-    params:
-        settings=features_settings("unet"),
-        model=model_param,
-        local_files_only=MODEL["local_files_only"],
-        device=model_device(),
-    log:
-        "results/logs/features/features_unet.log",
-    benchmark:
-        "results/benchmarks/features/features_unet.tsv"
-    threads: FEATURES_THREADS
-    resources:
-        mem_mb=FEATURES_MEM_MB["unet"],
-        runtime=FEATURES_RUNTIME["unet"],
-        gpu=FEATURES_GPU,
-    conda:
-        FEATURES_ENV
-    script:
-        "../scripts/features_unet.py"
 
 
 TARGETS += [f"results/features/{family}.h5" for family in ("z", "c", "zc", "unet")]

@@ -10,8 +10,9 @@ from brainldm.feature_shards import family_settings
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
 TINY_MODEL_DIR = "results/models/tiny"
-# The tiny model's hand-made tokenizer ships with the repository (paths are relative to the working directory, the repository root).
-TINY_TOKENIZER_DIR = "resources/tiny_tokenizer"
+# The tiny model's hand-made tokenizer ships with the repository; as a path relative to
+# the working directory (the repository root, or another folder given by --directory).
+TINY_TOKENIZER_DIR = os.path.relpath(os.path.join(workflow.basedir, "resources", "tiny_tokenizer"))
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
 FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
@@ -19,6 +20,7 @@ FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
 # busy machine); the real model's CPU side (image resizing, I/O) uses two.
 FEATURES_THREADS = 1 if TINY_MODEL else 2
 # Minutes for ~40k images (four NSD subjects) on one GPU; the tiny model needs a few.
+# (zc includes the U-Net activations, collected in the same img2img pass.)
 FEATURES_RUNTIME = {"z": 120, "c": 120, "zc": 2880, "unet": 1440} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 10)
 FEATURES_MEM_MB = {"z": 8000, "c": 10000, "zc": 12000, "unet": 12000} if not TINY_MODEL else dict.fromkeys(("z", "c", "zc", "unet"), 2000)
 
@@ -72,6 +74,25 @@ def model_param(wildcards, input):
     return os.path.dirname(files[0]) if files else MODEL["name"]
 
 
-def features_settings(family):
-    """The features: keys that change one family's values (tracked as params)."""
-    return family_settings(family, config["features"])
+def features_settings(*families):
+    """The features: keys that change these families' values (tracked as params)."""
+    out = {}
+    for family in families:
+        out.update(family_settings(family, config["features"]))
+    return out
+
+
+def features_disk_mb(*families):
+    """Disk (MB) a features job writes: its shards plus the gathered file (2 copies), for
+    at most 10,000 images per configured subject (NSD: 73,000 in all), in features.dtype.
+    Per image: z 4 x (z_resolution/8)^2; c 77 x 768; zc that x (strengths + fractions);
+    unet SD v1's 3,200 block channels x pool^2 x fractions. The tiny model: 200 MB."""
+    if TINY_MODEL:
+        return 200
+    f = config["features"]
+    latent = 4 * (f["z_resolution"] // 8) ** 2
+    values = {"z": latent, "c": 77 * 768, "zc": latent * (len(f["strengths"]) + len(f["fractions"])),
+              "unet": 3200 * max(1, f["unet_pool_size"]) ** 2 * len(f["fractions"])}
+    n_images = min(73000, 10000 * len(config["data"]["subjects"]))
+    item = 2 if f["dtype"] == "float16" else 4
+    return int(100 + 2 * n_images * item * sum(values[k] for k in families) / 1e6)

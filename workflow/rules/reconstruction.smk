@@ -24,6 +24,7 @@ rule reconstruct_shard:
         mem_mb=2000 if TINY_MODEL else 16000,
         runtime=RECON_RUNTIME,
         gpu=RECON_GPU,
+        disk_mb=RECON_SHARD_DISK_MB,
     conda:
         RECON_ENV
     script:
@@ -54,6 +55,7 @@ rule reconstruct_gather:
     resources:
         mem_mb=2000,
         runtime=30 if not TINY_MODEL else 5,
+        disk_mb=RECON_GATHER_DISK_MB,
     conda:
         "../../envs/cpu.yaml"
     script:
