@@ -525,7 +525,9 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
                   "percentiles over draws], in % correct. `decoded_c`: the decoded c (brain) against the true "
                   "c of the images; z, c, zc: CLIP image embeddings of the reconstructions against those of "
                   "the originals (the reconstruction plays the brain). brain→image: for each brain embedding, "
-                  "its own image is the most similar of the pool; image→brain: the converse.", "",
+                  "its own image is the most similar of the pool; image→brain: the converse. The pool is "
+                  "`evaluation.retrieval.pool` capped at the number of test images (chance = 1/pool); when it "
+                  "holds every test image, all draws are the same set and the interval collapses.", "",
                   "| subject | source | brain→image | image→brain | chance | n | weights |",
                   "|---|---|---|---|---|---|---|"]
         for (subj, cond), g in ret.groupby(["subject", "condition"], sort=False):
@@ -614,7 +616,7 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     note = "random network weights: not comparable with published numbers" if any(
         w.startswith("random") for w in weights) else "pretrained weights"
     fig.suptitle(f"Reconstruction quality per condition (mean ± SEM over images; {note})", fontsize=10)
-    fig.legend(loc="upper right", ncol=len(conditions), fontsize=8)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", ncol=len(conditions), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
