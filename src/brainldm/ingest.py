@@ -259,7 +259,11 @@ def stimuli_table(
     n_brick = nsd.n_images(stimuli_file)
     bad = ids[(ids < 0) | (ids >= n_brick)]
     if bad.size:
-        raise nsd.NSDError(f"responses list image id {int(bad[0])} (0-based) but imgBrick in {stimuli_file} has only {n_brick} images: the stimuli file is incomplete; fetch it again")
+        raise nsd.NSDError(
+            f"responses list image id {int(bad[0])} (0-based; 73KID {int(bad[0]) + 1}) but imgBrick in {stimuli_file} "
+            f"has only {n_brick} images: either the stimuli file is incomplete (fetch it again) or the responses "
+            f"({', '.join(str(f) for f in responses_files)}) / nsd_expdesign.mat are wrong (fetch them again)"
+        )
     info = nsd.read_stim_info(stim_info_file)
     nsd.read_captions(info, caption_files, ids)  # raises, naming the file, if an image has no captions
     rows = info.set_index("nsdId").loc[ids, ["cocoId", "cocoSplit"]].reset_index().rename(columns={"nsdId": "nsd_id"})
