@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainldm import nsd
-from brainldm.io import atomic_path
+from brainldm.io import allocate_npy, atomic_path, remove_stale_temporaries, report_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,21 @@ def ingest_subject(
     test_row = {nsd_id: k for k, nsd_id in enumerate(test_ids)}
 
     n_vox = {name: len(c) for name, c in columns.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = ["train.tsv", "test.tsv", "sessions.tsv"] + [
+        f"{kind}_{name}{suffix}" for name in columns for kind, suffix in (("betas", "_train.npy"), ("betas", "_test.npy"), ("voxels", ".npy"))
+    ]
+    remove_stale_temporaries([out_dir / name for name in outputs])
     tmp_files, train_maps = {}, {}
-    for name in columns:
-        tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        train_maps[name] = np.lib.format.open_memmap(tmp_files[name], mode="w+", dtype=np.float32, shape=(len(train), n_vox[name]))
+    try:
+        for name in columns:
+            tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
+            train_maps[name] = allocate_npy(tmp_files[name], (len(train), n_vox[name]))
+    except BaseException:
+        train_maps.clear()
+        for file in tmp_files.values():
+            file.unlink(missing_ok=True)
+        raise
     test_sum = np.zeros((len(test_ids), n_vox["brain"]), dtype=np.float64)
     test_count = np.zeros(len(test_ids), dtype=np.int64)
 
@@ -205,7 +215,7 @@ def ingest_subject(
             for name in columns:
                 old = np.load(tmp_files[name], mmap_mode="r")
                 kept = out_dir / f".tmp-{os.getpid()}-kept-betas_{name}_train.npy"
-                new = np.lib.format.open_memmap(kept, mode="w+", dtype=np.float32, shape=(int(kept_rows.sum()), n_vox[name]))
+                new = allocate_npy(kept, (int(kept_rows.sum()), n_vox[name]))
                 new[:] = old[kept_rows]
                 new.flush()
                 del new, old
@@ -231,6 +241,10 @@ def ingest_subject(
             train.to_csv(tmp, sep="\t", index=False)
         with atomic_path(out_dir / "sessions.tsv") as tmp:
             pd.DataFrame(status, columns=["session", "file", "status", "reason"]).to_csv(tmp, sep="\t", index=False)
+    except OSError as err:
+        with report_disk_full(out_dir):  # ENOSPC -> "disk full at <out_dir>, <free> left"
+            raise err
+        raise
     finally:
         for file in [*tmp_files.values(), *out_dir.glob(f".tmp-{os.getpid()}-kept-*")]:
             if file.exists():
