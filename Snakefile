@@ -17,10 +17,27 @@ for key, value in {"TQDM_MININTERVAL": "10", "TQDM_NCOLS": "100"}.items():
     os.environ.setdefault(key, value)
 
 
+# A YAML syntax error in the config file loaded here names the file and line (files given
+# with --configfile are parsed by Snakemake itself, before this Snakefile runs).
+from brainldm.config_check import ConfigError, check_yaml, describe_error
+
+check_yaml(os.path.join(workflow.basedir, "config/config.yaml"))
+
+
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# A schema error names the key, its value and the rule, not the whole schema.
+try:
+    validate(config, "workflow/schemas/config.schema.yaml")
+except Exception as err:
+    import yaml as _yaml
+
+    with open(os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")) as _f:
+        _message = describe_error(config, _yaml.safe_load(_f))
+    if _message is None:
+        raise
+    raise ConfigError(_message) from None
 
 
 report: "workflow/report/workflow.rst"
