@@ -12,6 +12,11 @@ os.environ.update(
         p for p in (os.path.join(workflow.basedir, "src"), os.environ.get("PYTHONPATH")) if p
     )
 )
+# Every cache (matplotlib, fontconfig, torch inductor, Hugging Face unless HF_HOME is set)
+# under the working directory's .cache/, whatever HOME and TMPDIR are; jobs inherit it.
+from brainldm.cache_env import project_cache_env
+
+os.environ.update(project_cache_env(os.getcwd(), os.environ))
 # Progress bars in the jobs' log files: a fixed width and at most one update every 10 s.
 for key, value in {"TQDM_MININTERVAL": "10", "TQDM_NCOLS": "100"}.items():
     os.environ.setdefault(key, value)
