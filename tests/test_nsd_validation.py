@@ -156,3 +156,75 @@ def test_all_zero_brainmask_names_the_mask_not_the_rois(tmp_path):
     with pytest.raises(nsd.NSDError, match=r"brain mask .*brainmask\.nii\.gz has no voxel > 0.*fetch it again") as err:
         _ingest(root, tmp_path / "out")
     assert "ingest.rois" not in str(err.value)
+
+
+# ---------------------------------------------------------------- crashes that named no file
+def _stimuli(tmp_path, n=3, name="imgBrick"):
+    file = tmp_path / "nsd_stimuli.hdf5"
+    with h5py.File(file, "w") as f:
+        f[name] = np.zeros((n, 4, 4, 3), np.uint8)
+    return file
+
+
+def test_stimuli_without_imgbrick_names_the_file(tmp_path):
+    file = _stimuli(tmp_path, name="images")
+    with pytest.raises(nsd.NSDError, match=r"nsd_stimuli\.hdf5 has no dataset imgBrick \(it has \['images'\]\).*fetch it again"):
+        nsd.n_images(file)
+    with pytest.raises(nsd.NSDError, match=r"nsd_stimuli\.hdf5 has no dataset imgBrick"):
+        nsd.read_images(file, [0])
+
+
+def test_truncated_stimuli_names_the_file(tmp_path):
+    file = _stimuli(tmp_path, n=50)
+    data = file.read_bytes()
+    file.write_bytes(data[: len(data) // 3])
+    with pytest.raises(nsd.NSDError, match=r"cannot (open|read images from) .*nsd_stimuli\.hdf5 .*truncated or corrupt.*fetch it again"):
+        nsd.read_images(file, [0, 1])
+
+
+@pytest.mark.parametrize("text, match", [
+    ("", r"nsd_stim_info_merged\.csv \(No columns to parse from file\).*fetch nsd_stim_info_merged\.csv again"),
+    (",nsdId,cocoSplit\n0,0,train2017\n", r"nsd_stim_info_merged\.csv lacks the columns \['cocoId'\].*fetch it again"),
+])
+def test_bad_stim_info_names_the_file(tmp_path, text, match):
+    file = tmp_path / "nsd_stim_info_merged.csv"
+    file.write_text(text)
+    with pytest.raises(nsd.NSDError, match=match):
+        nsd.read_stim_info(file)
+
+
+def test_truncated_captions_name_the_file(tmp_path):
+    info = pd.DataFrame({"nsdId": [0], "cocoId": [9], "cocoSplit": ["train2017"]})
+    file = tmp_path / "captions_train2017.json"
+    file.write_text('{"annotations": [{"image_id": 9, "caption": "a ca')
+    with pytest.raises(nsd.NSDError, match=r"cannot read caption file .*captions_train2017\.json \(Unterminated string.*truncated or not JSON.*fetch"):
+        nsd.read_captions(info, {"train2017": file}, [0])
+
+
+def test_empty_73kid_cell_names_file_and_line(tmp_path):
+    file = tmp_path / "responses.tsv"
+    file.write_text("SUBJECT\tSESSION\tRUN\tTRIAL\t73KID\n1\t1\t1\t1\t5\n1\t1\t1\t2\t\n")
+    with pytest.raises(nsd.NSDError, match=r"responses\.tsv has an empty or non-integer 73KID cell in data row 2 \(line 3; 1 such rows\)"):
+        nsd.read_responses(file)
+
+
+def test_empty_responses_names_the_file(tmp_path):
+    file = tmp_path / "responses.tsv"
+    file.write_text("")
+    with pytest.raises(nsd.NSDError, match=r"cannot read .*responses\.tsv .*fetch it again"):
+        nsd.read_responses(file)
+
+
+def test_73kid_beyond_imgbrick_names_stimuli_and_responses(tmp_path):
+    stimuli = _stimuli(tmp_path, n=3)
+    responses = tmp_path / "responses.tsv"
+    responses.write_text("SUBJECT\tSESSION\tRUN\tTRIAL\t73KID\n1\t1\t1\t1\t1\n1\t1\t1\t2\t9\n")
+    with pytest.raises(nsd.NSDError) as err:
+        from brainldm.ingest import stimuli_table
+
+        stimuli_table([responses], 1, tmp_path / "info.csv", stimuli, {}, tmp_path / "s.tsv")
+    msg = str(err.value)
+    assert "image id 8 (0-based; 73KID 9)" in msg and "nsd_stimuli.hdf5 has only 3 images" in msg
+    assert "stimuli file is incomplete" in msg and "responses.tsv" in msg and "nsd_expdesign.mat" in msg
+    with pytest.raises(nsd.NSDError, match=r"outside imgBrick .*either the stimuli file is incomplete .*or the image ids \(responses\.tsv 73KID"):
+        nsd.read_images(stimuli, [8])

@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainldm import nsd
-from brainldm.io import atomic_path
+from brainldm.io import allocate_npy, atomic_path, remove_stale_temporaries, report_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,21 @@ def ingest_subject(
     test_row = {nsd_id: k for k, nsd_id in enumerate(test_ids)}
 
     n_vox = {name: len(c) for name, c in columns.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = ["train.tsv", "test.tsv", "sessions.tsv"] + [
+        f"{kind}_{name}{suffix}" for name in columns for kind, suffix in (("betas", "_train.npy"), ("betas", "_test.npy"), ("voxels", ".npy"))
+    ]
+    remove_stale_temporaries([out_dir / name for name in outputs])
     tmp_files, train_maps = {}, {}
-    for name in columns:
-        tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        train_maps[name] = np.lib.format.open_memmap(tmp_files[name], mode="w+", dtype=np.float32, shape=(len(train), n_vox[name]))
+    try:
+        for name in columns:
+            tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
+            train_maps[name] = allocate_npy(tmp_files[name], (len(train), n_vox[name]))
+    except BaseException:
+        train_maps.clear()
+        for file in tmp_files.values():
+            file.unlink(missing_ok=True)
+        raise
     test_sum = np.zeros((len(test_ids), n_vox["brain"]), dtype=np.float64)
     test_count = np.zeros(len(test_ids), dtype=np.int64)
 
@@ -216,7 +226,7 @@ def ingest_subject(
             for name in columns:
                 old = np.load(tmp_files[name], mmap_mode="r")
                 kept = out_dir / f".tmp-{os.getpid()}-kept-betas_{name}_train.npy"
-                new = np.lib.format.open_memmap(kept, mode="w+", dtype=np.float32, shape=(int(kept_rows.sum()), n_vox[name]))
+                new = allocate_npy(kept, (int(kept_rows.sum()), n_vox[name]))
                 new[:] = old[kept_rows]
                 new.flush()
                 del new, old
@@ -242,6 +252,10 @@ def ingest_subject(
             train.to_csv(tmp, sep="\t", index=False)
         with atomic_path(out_dir / "sessions.tsv") as tmp:
             pd.DataFrame(status, columns=["session", "file", "status", "reason"]).to_csv(tmp, sep="\t", index=False)
+    except OSError as err:
+        with report_disk_full(out_dir):  # ENOSPC -> "disk full at <out_dir>, <free> left"
+            raise err
+        raise
     finally:
         for file in [*tmp_files.values(), *out_dir.glob(f".tmp-{os.getpid()}-kept-*")]:
             if file.exists():
@@ -274,7 +288,11 @@ def stimuli_table(
     n_brick = nsd.n_images(stimuli_file)
     bad = ids[(ids < 0) | (ids >= n_brick)]
     if bad.size:
-        raise nsd.NSDError(f"responses list image id {int(bad[0])} (0-based) but imgBrick in {stimuli_file} has only {n_brick} images: the stimuli file is incomplete; fetch it again")
+        raise nsd.NSDError(
+            f"responses list image id {int(bad[0])} (0-based; 73KID {int(bad[0]) + 1}) but imgBrick in {stimuli_file} "
+            f"has only {n_brick} images: either the stimuli file is incomplete (fetch it again) or the responses "
+            f"({', '.join(str(f) for f in responses_files)}) / nsd_expdesign.mat are wrong (fetch them again)"
+        )
     info = nsd.read_stim_info(stim_info_file)
     nsd.read_captions(info, caption_files, ids)  # raises, naming the file, if an image has no captions
     rows = info.set_index("nsdId").loc[ids, ["cocoId", "cocoSplit"]].reset_index().rename(columns={"nsdId": "nsd_id"})

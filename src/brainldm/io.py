@@ -1,11 +1,127 @@
-"""Small I/O helpers: atomic writes."""
+"""Small I/O helpers: atomic writes, stale temporaries, disk-full reports."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_TMP = re.compile(r"^\.tmp-(\d+)-(.+)$")
+
+
+class DiskFullError(OSError):
+    """A write failed because the file system is full; the message names the place and the free space."""
+
+
+def _human(n_bytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n_bytes < 1024 or unit == "TB":
+            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1024
+    return f"{n_bytes:.1f} TB"
+
+
+def disk_full_message(where: str | os.PathLike) -> str:
+    """``"disk full at <where>, <free> left"`` with the free space of the file system holding ``where``."""
+    where = Path(where)
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = _human(shutil.disk_usage(probe).free)
+    except OSError:
+        free = "unknown space"
+    return f"disk full at {where}, {free} left: free space there (or point results/ at a larger disk) and rerun"
+
+
+@contextlib.contextmanager
+def report_disk_full(where: str | os.PathLike) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT (or a short write on a nearly full disk) inside the block into a
+    :class:`DiskFullError` naming ``where``."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) or (err.errno is None and _nearly_full(where)):
+            raise DiskFullError(errno.ENOSPC, disk_full_message(where)) from err
+        raise
+
+
+def _nearly_full(where: str | os.PathLike) -> bool:
+    """True when the file system of ``where`` has under 64 MB free (numpy's short writes carry no errno)."""
+    probe = Path(where)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free < 64 * 2**20
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(outputs: Iterable[str | os.PathLike]) -> list[Path]:
+    """Remove ``.tmp-<pid>-*<name>`` files beside each output whose process is dead.
+
+    Such files are left by killed or crashed writers (:func:`atomic_path`, ingestion's
+    memory maps). Temporaries of live processes (a concurrent job) are kept. Only
+    temporaries of the given outputs' names are touched. Returns the removed paths.
+    (On a cluster, a pid is checked on this host only; run rules of one output on one host.)
+    """
+    removed = []
+    by_dir: dict[Path, set[str]] = {}
+    for out in outputs:
+        out = Path(out)
+        by_dir.setdefault(out.parent, set()).add(out.name)
+    for folder, names in by_dir.items():
+        if not folder.is_dir():
+            continue
+        for tmp in folder.iterdir():
+            match = _TMP.match(tmp.name)
+            if not match or not any(match.group(2).endswith(name) for name in names):
+                continue
+            pid = int(match.group(1))
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                removed.append(tmp)
+                log.info("removed stale temporary %s (%s) of dead process %d", tmp, _human(size), pid)
+    return removed
+
+
+def allocate_npy(file: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> np.memmap:
+    """A writable ``.npy`` memory map whose blocks are reserved on disk now.
+
+    A sparse memory map on a full disk kills the process with SIGBUS at the first
+    page written; reserving the blocks turns that into ENOSPC here, reported as
+    :class:`DiskFullError`.
+    """
+    file = Path(file)
+    with report_disk_full(file):
+        mm = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+        with open(file, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return mm
 
 
 @contextlib.contextmanager
@@ -14,14 +130,17 @@ def atomic_path(file: str | os.PathLike) -> Iterator[Path]:
 
     The temporary name keeps the file's extensions (``.nii.gz``, ``.npy``), so
     writers that choose a format by extension work. A failure leaves ``file``
-    untouched and removes the temporary.
+    untouched and removes the temporary; temporaries of ``file`` left by dead
+    processes are removed first; a full disk is reported as :class:`DiskFullError`.
     """
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries([file])
     tmp = file.with_name(f".tmp-{os.getpid()}-{file.name}")
     try:
-        yield tmp
-        os.replace(tmp, file)
+        with report_disk_full(file.parent):
+            yield tmp
+            os.replace(tmp, file)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -203,11 +203,21 @@ def read_betas(file: str | os.PathLike, voxels: np.ndarray) -> np.ndarray:
 def read_responses(file: str | os.PathLike) -> pd.DataFrame:
     """responses.tsv: one row per trial; adds ``nsd_id`` = 73KID - 1 (0-based)."""
     file = _require(file)
-    table = pd.read_csv(file, sep="\t")
+    try:
+        table = pd.read_csv(file, sep="\t")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise NSDError(f"cannot read {file} ({err}): it is not NSD's tab-separated responses.tsv; fetch it again") from err
     missing = {"SESSION", "TRIAL", "73KID"} - set(table.columns)
     if missing:
-        raise NSDError(f"{file} lacks the columns {sorted(missing)} of NSD's responses.tsv")
-    table["nsd_id"] = table["73KID"].astype(np.int64) - 1
+        raise NSDError(f"{file} lacks the columns {sorted(missing)} of NSD's responses.tsv; fetch it again")
+    ids = pd.to_numeric(table["73KID"], errors="coerce")
+    bad = np.flatnonzero(ids.isna().to_numpy() | (ids.to_numpy() % 1 != 0) | (ids.to_numpy() < 1))
+    if bad.size:
+        raise NSDError(
+            f"{file} has an empty or non-integer 73KID cell in data row {int(bad[0]) + 1} "
+            f"(line {int(bad[0]) + 2}; {bad.size} such rows): every trial needs its image id 1..73000; fetch the file again"
+        )
+    table["nsd_id"] = ids.astype(np.int64) - 1
     return table
 
 
@@ -224,29 +234,56 @@ def read_expdesign(file: str | os.PathLike) -> dict[str, np.ndarray]:
 def read_stim_info(file: str | os.PathLike) -> pd.DataFrame:
     """nsd_stim_info_merged.csv: one row per 73k image (nsdId 0-based, cocoId, cocoSplit, ...)."""
     file = _require(file)
-    return pd.read_csv(file, index_col=0)
+    try:
+        info = pd.read_csv(file, index_col=0)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise NSDError(f"cannot read {file} ({err}): the file is empty or not a CSV; fetch nsd_stim_info_merged.csv again") from err
+    missing = {"nsdId", "cocoId", "cocoSplit"} - set(info.columns)
+    if missing:
+        raise NSDError(f"{file} lacks the columns {sorted(missing)} of NSD's nsd_stim_info_merged.csv; fetch it again")
+    return info
+
+
+def _brick(f: h5py.File, stimuli_file: Path) -> h5py.Dataset:
+    if "imgBrick" not in f:
+        raise NSDError(
+            f"{stimuli_file} has no dataset imgBrick (it has {sorted(f.keys())}): it is not NSD's nsd_stimuli.hdf5; fetch it again"
+        )
+    return f["imgBrick"]
+
+
+def _open_stimuli(stimuli_file: Path) -> h5py.File:
+    try:
+        return h5py.File(stimuli_file, "r")
+    except OSError as err:
+        raise NSDError(f"cannot open {stimuli_file} ({err}): the file is truncated or corrupt; delete it and fetch it again") from err
 
 
 def n_images(stimuli_file: str | os.PathLike) -> int:
     """Number of images in imgBrick."""
-    with h5py.File(_require(stimuli_file), "r") as f:
-        return f["imgBrick"].shape[0]
+    stimuli_file = _require(stimuli_file)
+    with _open_stimuli(stimuli_file) as f:
+        return _brick(f, stimuli_file).shape[0]
 
 
 def read_images(stimuli_file: str | os.PathLike, nsd_ids) -> np.ndarray:
     """Images from nsd_stimuli.hdf5 ``imgBrick``: (n, H, W, 3) uint8, in the order of nsd_ids (0-based)."""
     stimuli_file = _require(stimuli_file)
     ids = np.asarray(nsd_ids, dtype=np.int64)
-    with h5py.File(stimuli_file, "r") as f:
-        brick = f["imgBrick"]
+    with _open_stimuli(stimuli_file) as f:
+        brick = _brick(f, stimuli_file)
         bad = ids[(ids < 0) | (ids >= brick.shape[0])]
         if bad.size:
             raise NSDError(
                 f"image id {int(bad[0])} is outside imgBrick of {stimuli_file} "
-                f"({brick.shape[0]} images): the file is incomplete or does not belong to this design"
+                f"({brick.shape[0]} images): either the stimuli file is incomplete (fetch it again) or the image ids "
+                "(responses.tsv 73KID / nsd_expdesign.mat) do not belong to it"
             )
         unique, inverse = np.unique(ids, return_inverse=True)
-        return brick[unique][inverse]  # h5py needs increasing, unique indices
+        try:
+            return brick[unique][inverse]  # h5py needs increasing, unique indices
+        except OSError as err:
+            raise NSDError(f"cannot read images from {stimuli_file} ({err}): the file is truncated or corrupt; fetch it again") from err
 
 
 def read_captions(stim_info: pd.DataFrame, caption_files: dict[str, str | os.PathLike], nsd_ids) -> list[list[str]]:
@@ -256,11 +293,22 @@ def read_captions(stim_info: pd.DataFrame, caption_files: dict[str, str | os.Pat
     """
     by_split = {}
     for split, file in caption_files.items():
-        with open(_require(file)) as f:
-            coco = json.load(f)
-        caps: dict[int, list[str]] = {}
-        for ann in coco["annotations"]:
-            caps.setdefault(int(ann["image_id"]), []).append(ann["caption"].strip())
+        try:
+            with open(_require(file)) as f:
+                coco = json.load(f)
+            caps: dict[int, list[str]] = {}
+            for ann in coco["annotations"]:
+                caps.setdefault(int(ann["image_id"]), []).append(ann["caption"].strip())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise NSDError(
+                f"cannot read caption file {file} ({err}): it is truncated or not JSON; delete it and fetch "
+                "COCO's annotations_trainval2017 again"
+            ) from err
+        except (KeyError, TypeError, AttributeError) as err:
+            raise NSDError(
+                f"caption file {file} is not a COCO captions file (no annotations with image_id and caption: {err!r}); "
+                "use COCO's captions_train2017.json / captions_val2017.json"
+            ) from err
         by_split[split] = (caps, file)
     out = []
     for nsd_id in np.asarray(nsd_ids, dtype=np.int64):

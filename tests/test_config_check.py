@@ -1,0 +1,44 @@
+"""Config errors are short: the key, its value and the rule; YAML errors name file and line."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from brainldm.config_check import ConfigError, check_yaml, describe_error
+from brainldm.config_docs import SCHEMA
+
+SCHEMA_DICT = yaml.safe_load(SCHEMA.read_text())
+
+
+def test_one_letter_typo_names_the_key_and_the_fix_not_the_schema():
+    msg = describe_error({"data": {"n_sesions": 2}}, SCHEMA_DICT)
+    assert msg.startswith("config error at data: Additional properties are not allowed ('n_sesions' was unexpected)")
+    assert "unknown key data.n_sesions (did you mean data.n_sessions?)" in msg
+    assert "schema rule: additionalProperties: false" in msg
+    assert len(msg.splitlines()) < 10 and len(msg) < 2000
+
+
+def test_wrong_value_names_key_value_and_rule():
+    msg = describe_error({"ingest": {"bad_sessions": "skip"}}, SCHEMA_DICT)
+    assert msg.startswith("config error at ingest.bad_sessions: 'skip' is not one of ['error', 'exclude']")
+    assert "value: 'skip'" in msg and 'schema rule: enum: ["error", "exclude"]' in msg
+    assert len(msg) < 2000
+
+
+def test_valid_config_has_no_error():
+    assert describe_error({"ingest": {"bad_sessions": "exclude"}}, SCHEMA_DICT) is None
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text("data:\n  subjects: [1, 2\n  n_sessions: 2\n")
+    with pytest.raises(ConfigError, match=r"YAML syntax error in .*config\.yaml, line 3, column \d+: .*fix that line"):
+        check_yaml(file)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"config\.yaml must hold a mapping of config keys, not list"):
+        check_yaml(file)
