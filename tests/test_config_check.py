@@ -12,9 +12,9 @@ SCHEMA_DICT = yaml.safe_load(SCHEMA.read_text())
 
 
 def test_one_letter_typo_names_the_key_and_the_fix_not_the_schema():
-    msg = describe_error({"data": {"n_sesions": 2}}, SCHEMA_DICT)
-    assert msg.startswith("config error at data: Additional properties are not allowed ('n_sesions' was unexpected)")
-    assert "unknown key data.n_sesions (did you mean data.n_sessions?)" in msg
+    msg = describe_error({"data": {"sesions": 2}}, SCHEMA_DICT)
+    assert msg.startswith("config error at data: Additional properties are not allowed ('sesions' was unexpected)")
+    assert "unknown key data.sesions (did you mean data.sessions?)" in msg
     assert "schema rule: additionalProperties: false" in msg
     assert len(msg.splitlines()) < 10 and len(msg) < 2000
 
@@ -32,7 +32,7 @@ def test_valid_config_has_no_error():
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):
     file = tmp_path / "config.yaml"
-    file.write_text("data:\n  subjects: [1, 2\n  n_sessions: 2\n")
+    file.write_text("data:\n  subjects: [1, 2\n  sessions: 2\n")
     with pytest.raises(ConfigError, match=r"YAML syntax error in .*config\.yaml, line 3, column \d+: .*fix that line"):
         check_yaml(file)
 
