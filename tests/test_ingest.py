@@ -213,3 +213,77 @@ def test_image_id_outside_imgbrick_and_missing_captions(synthetic_root, tmp_path
     with pytest.raises(nsd.NSDError, match=rf"caption file .*captions_{split}\.json has no captions for cocoId {int(info.loc[first, 'cocoId'])}"):
         stimuli_table([nsd.path(root, "responses", "subj01")], 4, nsd.path(root, "stim_info"), nsd.path(root, "stimuli"), files, tmp_path / "s.tsv")
     assert not (tmp_path / "s.tsv").exists()
+
+
+# ---------------------------------------------------------------- NSD quirks
+def test_nsd_quirks_are_handled(tmp_path, pycortex_cache):
+    """synthetic.nsd_quirks: -1 ROI labels, edge voxels all 0 in the last session, one
+    session fewer for subj02, unseen images in imgBrick. Ingestion stays finite, ROIs
+    exclude -1, constant voxels z-score to exactly 0, and the planted signal is recovered."""
+    from brainldm.synthetic import SyntheticDesign, write_synthetic_nsd
+
+    root = tmp_path / "nsd"
+    design = SyntheticDesign(subjects=(1, 2), n_sessions=4, trials_per_session=150, n_shared_images=40,
+                             n_images=1400, image_size=32, snr=1.0, seed=0, nsd_quirks=True)
+    write_synthetic_nsd(root, design, pycortex_cache)
+    streams, _ = nsd.read_volume(nsd.path(root, "roi_streams", "subj01"))
+    brainmask, _ = nsd.read_volume(nsd.path(root, "brainmask", "subj01"))
+    assert (streams == -1).any() and ((streams == -1) == (brainmask == 0)).all()
+    assert nsd.read_responses(nsd.path(root, "responses", "subj02"))["SESSION"].max() == 3
+    assert not nsd.path(root, "betas_hdf5", "subj02", 4).exists()
+    seen = set()
+    for s in ("subj01", "subj02"):
+        seen |= set(nsd.read_responses(nsd.path(root, "responses", s))["nsd_id"])
+    assert nsd.n_images(nsd.path(root, "stimuli")) > len(seen)
+
+    out = tmp_path / "out"
+    rois = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]},
+            "outside": {"atlas": "streams", "labels": [-1, 1]}}
+    ingest_subject(
+        "subj01", [nsd.path(root, "betas_hdf5", "subj01", s) for s in range(1, 5)], nsd.path(root, "brainmask", "subj01"),
+        {"streams": nsd.path(root, "roi_streams", "subj01"), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", "subj01")},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), rois, out,
+        zscore=True, sessions={"subj02": 3},
+    )
+    for name in ("early", "ventral", "brain", "outside"):
+        for split in ("train", "test"):
+            assert np.isfinite(np.load(out / f"betas_{name}_{split}.npy")).all()
+        voxels = np.load(out / f"voxels_{name}.npy")
+        assert (streams[tuple(voxels.T)] != -1).all() and (brainmask[tuple(voxels.T)] > 0).all()
+    # even a ROI that lists -1 keeps only brain voxels: the same as early
+    assert np.array_equal(np.load(out / "voxels_outside.npy"), np.load(out / "voxels_early.npy"))
+    # the edge voxels: exactly 0 in every train trial of the last session, z-scored elsewhere
+    train = pd.read_csv(out / "train.tsv", sep="\t")
+    X = np.load(out / "betas_brain_train.npy")
+    voxels = np.load(out / "voxels_brain.npy")
+    edge = voxels[:, 2] >= np.quantile(voxels[:, 2], 0.98)
+    last = (train["session"] == 4).to_numpy()
+    assert edge.any() and (X[np.ix_(last, edge)] == 0.0).all()
+    assert np.allclose(X[np.ix_(~last, edge)].std(axis=0), 1.0, atol=0.1)
+    # test set: shared images both subjects saw in their own sessions (subj02: 1-3), repeats present averaged
+    test = pd.read_csv(out / "test.tsv", sep="\t")
+    resp2 = nsd.read_responses(nsd.path(root, "responses", "subj02"))
+    assert set(test["nsd_id"]) <= set(resp2["nsd_id"]) and len(test) > 30
+    # the planted signal: early voxels predict held-out low-level features
+    low = np.load(root / "ground_truth" / "low_level.npy").reshape(1400, -1)
+    X_train, X_test = np.load(out / "betas_early_train.npy"), np.load(out / "betas_early_test.npy")
+    alphas = np.logspace(0, 5, 11)
+    r = pearson_columns(fit_ridge(X_train, low[train["nsd_id"]], alphas, cv=5, backend="numpy")
+                        .predict(X_test), low[test["nsd_id"]])
+    ids = np.random.default_rng(0).permutation(train["nsd_id"])
+    r_null = pearson_columns(fit_ridge(X_train, low[ids], alphas, cv=5, backend="numpy").predict(X_test),
+                             low[test["nsd_id"]])
+    assert np.nanmean(r) > 0.6 and np.nanmean(r) > np.nanmean(r_null) + 0.3
+
+
+def test_constant_voxels_zscore_to_exactly_zero():
+    rng = np.random.default_rng(0)
+    betas = rng.normal(size=(50, 6)).astype(np.float32)
+    betas[:, 1] = 0.0
+    betas[:, 2] = np.float32(0.1)  # float32 rounding would give a tiny sd and ±1 values
+    betas[:, 3] = np.float32(1234.567)
+    z = zscore_sessionwise(betas, block=4)
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+    assert (z[:, 1:4] == 0.0).all()
+    assert np.allclose(z[:, [0, 4, 5]].mean(axis=0), 0, atol=1e-6)
+    assert np.allclose(z[:, [0, 4, 5]].std(axis=0), 1, atol=1e-5)

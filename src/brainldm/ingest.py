@@ -63,18 +63,23 @@ def roi_voxels(brainmask: np.ndarray, atlases: Mapping[str, np.ndarray], rois: M
     return out
 
 
-def zscore_sessionwise(betas: np.ndarray) -> np.ndarray:
+def zscore_sessionwise(betas: np.ndarray, block: int = 16384) -> np.ndarray:
     """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32.
 
-    Statistics are taken in float64; a voxel constant over the session is exactly 0.
+    Statistics in float64, by blocks of ``block`` voxels. A voxel that is constant in
+    the session (e.g. NSD's edge voxels, all 0 where a session lacks data) gives
+    exactly 0 in every trial, never NaN, inf or the ±1 of float rounding.
     """
-    x = np.asarray(betas, dtype=np.float64)
-    mean = x.mean(axis=0, keepdims=True)
-    sd = x.std(axis=0, keepdims=True)
-    constant = (x.max(axis=0) == x.min(axis=0))[None, :]
-    z = (x - mean) / np.where(constant | (sd == 0), 1.0, sd)
-    z[:, constant[0]] = 0.0
-    return z.astype(np.float32)
+    out = np.empty(betas.shape, dtype=np.float32)
+    for start in range(0, betas.shape[1], block):
+        x = betas[:, start : start + block].astype(np.float64)
+        constant = (x == x[:1]).all(axis=0) if len(x) else np.ones(x.shape[1], dtype=bool)
+        centred = x - x.mean(axis=0, keepdims=True)
+        sd = np.sqrt((centred**2).mean(axis=0, keepdims=True))
+        z = centred / np.where(constant | (sd == 0), 1.0, sd)
+        z[:, constant] = 0.0
+        out[:, start : start + block] = z
+    return out
 
 
 #: What ingestion does with an all-zero or constant session (config ingest.bad_sessions).

@@ -56,6 +56,17 @@ class SyntheticDesign:
     image_size: int
     snr: float
     seed: int
+    #: Real NSD's quirks: ROI volumes with -1 outside the brain, edge voxels all zero
+    #: in the last session, one session fewer for every second subject, and images in
+    #: imgBrick that no subject saw (see :func:`write_synthetic_nsd`).
+    nsd_quirks: bool = False
+
+    def sessions_of(self, subject: int) -> int:
+        """Sessions written for one subject: n_sessions, or one fewer for every second
+        subject of ``subjects`` with nsd_quirks (when n_sessions > 1)."""
+        if self.nsd_quirks and self.n_sessions > 1 and self.subjects.index(subject) % 2 == 1:
+            return self.n_sessions - 1
+        return self.n_sessions
 
     @property
     def n_trials(self) -> int:
@@ -81,11 +92,12 @@ class SyntheticDesign:
                 f"synthetic.n_shared_images ({self.n_shared_images}) must be smaller than the images a subject sees "
                 f"({self.images_per_subject} = n_sessions x trials_per_session / 3)"
             )
-        needed = self.n_shared_images + N_NSD_SUBJECTS * self.n_unique_images
+        needed = self.n_shared_images + N_NSD_SUBJECTS * self.n_unique_images + int(self.nsd_quirks)
         if self.n_images < needed:
             raise ValueError(
                 f"synthetic.n_images ({self.n_images}) is too small: the design needs {needed} "
-                f"({self.n_shared_images} shared + 8 subjects x {self.n_unique_images} unique); raise it to at least {needed}"
+                f"({self.n_shared_images} shared + 8 subjects x {self.n_unique_images} unique"
+                f"{' + 1 that nobody sees, for synthetic.nsd_quirks' if self.nsd_quirks else ''}); raise it to at least {needed}"
             )
 
 
@@ -259,6 +271,12 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
 
     Files: see :mod:`brainldm.nsd`; plus ``ground_truth/`` with the planted weights,
     voxel roles and per-image low-level features and attributes.
+
+    With ``design.nsd_quirks``: the ROI volumes are int16 with -1 outside the brain
+    mask (NSD's "outside" label; 0 = brain without label); the brain voxels in the
+    top 2 % of the z axis (the edge of the imaged slab) are exactly 0 in the last
+    session; every second subject has one session fewer (responses and betas); and
+    imgBrick holds at least one image that no subject saw.
     """
     design.check()
     root = Path(root)
@@ -308,8 +326,12 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
         signal = _standardise(signal)
         np.savez(truth_dir / f"{name}.npz", **weights)
         for kind, key in (("brainmask", "brainmask"), ("roi_streams", "streams"), ("roi_prf-visualrois", "prf")):
-            _save_nifti(anat[key], affine, nsd.path(root, kind, name))
+            volume = anat[key]
+            if design.nsd_quirks and key != "brainmask":
+                volume = np.where(anat["brainmask"] > 0, volume.astype(np.int16), np.int16(-1)).astype(np.int16)
+            _save_nifti(volume, affine, nsd.path(root, kind, name))
         responses = _responses(subject, design, exp, srng)
+        responses = responses.loc[responses["SESSION"] <= design.sessions_of(subject)].reset_index(drop=True)
         with atomic_path(nsd.path(root, "responses", name)) as tmp:
             responses.to_csv(tmp, sep="\t", index=False)
         _write_betas(root, name, design, responses, signal, weights["voxels"], anat["brainmask"].shape, affine, srng)
@@ -324,7 +346,11 @@ def _write_betas(root: Path, name: str, design: SyntheticDesign, responses: pd.D
                  voxels: np.ndarray, grid: tuple[int, int, int], affine: np.ndarray, rng: np.random.Generator) -> None:
     """One .hdf5 (trials, z, y, x) and one .nii.gz (x, y, z, trials) per session, int16 = psc x 300."""
     n_vox = len(voxels)
-    for session in tqdm(range(1, design.n_sessions + 1), desc=f"{name} betas", mininterval=5):
+    n_sessions = int(responses["SESSION"].max())
+    if design.nsd_quirks:  # brain voxels at the top edge of the slab: no data in the last session
+        edge_z = np.quantile(voxels[:, 2], 0.98)
+        edge = voxels[:, 2] >= edge_z
+    for session in tqdm(range(1, n_sessions + 1), desc=f"{name} betas", mininterval=5):
         rows = responses["SESSION"].to_numpy() == session
         ids = responses.loc[rows, "nsd_id"] if "nsd_id" in responses else responses.loc[rows, "73KID"] - 1
         clean = signal[ids.to_numpy()]
@@ -333,6 +359,8 @@ def _write_betas(root: Path, name: str, design: SyntheticDesign, responses: pd.D
         offset = rng.normal(0, 0.5, size=n_vox)
         psc = SIGNAL_PSC * (noisy * scale + offset)
         values = np.clip(np.round(psc * nsd.BETA_SCALE), -32768, 32767).astype(np.int16)
+        if design.nsd_quirks and session == n_sessions:
+            values[:, edge] = 0
         vol = np.zeros((len(values),) + tuple(grid[::-1]), dtype=np.int16)  # (trials, z, y, x)
         vol[:, voxels[:, 2], voxels[:, 1], voxels[:, 0]] = values
         with atomic_path(nsd.path(root, "betas_hdf5", name, session)) as tmp, h5py.File(tmp, "w") as f:

@@ -21,10 +21,10 @@ from brainldm import nsd, nsd_copy
 
 from .conftest import WorkflowRun, copy_workflow, file_digest, parse_dry_run
 
-TARGETS = ["results/stimuli/stimuli.tsv", "results/subj01/ingest/train.tsv"]
-# what the run reads: 5 shared files, per subject 4 files and 2 sessions of hdf5 betas
-# (the copy also has the NIfTI betas and the generator's ground truth, never read)
-N_NEEDED = len(nsd_copy.needed_keys(["subj01", "subj02"], {"subj01": [1, 2], "subj02": [1, 2]}, "hdf5"))
+TARGETS = ["results/stimuli/stimuli.tsv", "results/subj01/ingest/train.tsv", "results/subj02/ingest/train.tsv"]
+# what the run reads: 5 shared files, per subject 4 files and its sessions of hdf5 betas
+# (3 and, NSD quirk, 2; the copy also has NIfTI betas and the generator's ground truth)
+N_NEEDED = len(nsd_copy.needed_keys(["subj01", "subj02"], {"subj01": [1, 2, 3], "subj02": [1, 2]}, "hdf5"))
 REMOVED = [nsd.relpath("brainmask", "subj02"), nsd.relpath("betas_hdf5", "subj01", 2)]
 
 
@@ -53,12 +53,13 @@ def unreachable_endpoint() -> str:
 
 @pytest.fixture(scope="module")
 def nsd_copy_root(tmp_path_factory) -> Path:
-    """A complete NSD-format copy (2 subjects x 2 sessions), dated long ago like a lab's copy."""
+    """A complete NSD-format copy with NSD's quirks (subj01 3 sessions, subj02 2), dated
+    long ago like a lab's copy."""
     from brainldm.synthetic import SyntheticDesign, write_synthetic_nsd
 
     root = tmp_path_factory.mktemp("lab") / "nsd"
-    design = SyntheticDesign(subjects=(1, 2), n_sessions=2, trials_per_session=60, n_shared_images=10,
-                             n_images=250, image_size=32, snr=1.0, seed=0)
+    design = SyntheticDesign(subjects=(1, 2), n_sessions=3, trials_per_session=60, n_shared_images=10,
+                             n_images=450, image_size=32, snr=1.0, seed=0, nsd_quirks=True)
     write_synthetic_nsd(root, design, tmp_path_factory.mktemp("pycortex"))
     for p in root.rglob("*"):
         os.utime(p, (1709251200, 1709251200))  # 2024-03-01
@@ -92,6 +93,10 @@ def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, tmp_pa
         ro = snapshot(root)
         proc = run.snakemake()
         assert (run.path("results/subj01/ingest/betas_early_train.npy")).stat().st_size > 0
+        # data.sessions: all = every session each subject has (3 and 2)
+        for subject, n in (("subj01", 3), ("subj02", 2)):
+            train = run.path(f"results/{subject}/ingest/train.tsv").read_text().splitlines()
+            assert {int(line.split()[-2]) for line in train[1:]} == set(range(1, n + 1))
         assert proc.stderr.count("NSD copy at") == 1  # the main process only, not each job
         assert snapshot(root) == ro
     finally:

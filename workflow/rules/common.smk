@@ -7,13 +7,26 @@ from brainldm import nsd, nsd_copy
 SUBJECTS = [nsd.subject_name(s) for s in config["data"]["subjects"]]
 NSD_ROOT = config["data"]["nsd_root"]
 SYNTHETIC = config["data"]["source"] == "synthetic"
+
+
+def synthetic_sessions():
+    """{subject: sessions the synthetic generator writes} (fewer for every second
+    subject with synthetic.nsd_quirks)."""
+    n, quirks = config["synthetic"]["n_sessions"], config["synthetic"]["nsd_quirks"]
+    subjects = list(config["data"]["subjects"])
+    return {
+        nsd.subject_name(s): n - 1 if quirks and n > 1 and i % 2 == 1 else n
+        for i, s in enumerate(subjects)
+    }
+
+
 # {subject: session numbers used}, from data.sessions and what each subject has: the
 # synthetic generator's synthetic.n_sessions, or the real copy's responses.tsv (NSD's
 # published counts for a subject whose responses.tsv is not there yet).
 SESSIONS_BY_SUBJECT = nsd_copy.resolve_sessions(
     config["data"]["sessions"],
     SUBJECTS,
-    {s: config["synthetic"]["n_sessions"] for s in SUBJECTS}
+    synthetic_sessions()
     if SYNTHETIC
     else nsd_copy.available_sessions(NSD_ROOT, SUBJECTS),
 )
@@ -106,9 +119,12 @@ def ingest_outputs(subject="{subject}"):
 def synthetic_outputs():
     """Every NSD file the generator writes: both betas formats, plus the ground truth."""
     files = all_nsd_files()
-    generated = range(1, config["synthetic"]["n_sessions"] + 1)  # data.sessions may use fewer
+    generated = synthetic_sessions()  # data.sessions may use fewer
     files += [
-        nsd_file(f"betas_{fmt}", s, n) for fmt in ("hdf5", "nifti") for s in SUBJECTS for n in generated
+        nsd_file(f"betas_{fmt}", s, n)
+        for fmt in ("hdf5", "nifti")
+        for s in SUBJECTS
+        for n in range(1, generated[s] + 1)
     ]
     files = list(dict.fromkeys(files))
     truth = ["low_level.npy", "attributes.npy", "attribute_names.json"] + [f"{s}.npz" for s in SUBJECTS]
