@@ -296,7 +296,7 @@ def stimuli_table(
         raise nsd.NSDError(
             f"responses list image id {int(bad[0])} (0-based; 73KID {int(bad[0]) + 1}) but imgBrick in {stimuli_file} "
             f"has only {n_brick} images: either the stimuli file is incomplete (fetch it again) or the responses "
-            f"({', '.join(str(f) for f in responses_files)}) / nsd_expdesign.mat are wrong (fetch them again)"
+            f"({', '.join(str(f) for f in responses_files.values())}) / nsd_expdesign.mat are wrong (fetch them again)"
         )
     info = nsd.read_stim_info(stim_info_file)
     nsd.read_captions(info, caption_files, ids)  # raises, naming the file, if an image has no captions
