@@ -213,3 +213,26 @@ def test_pretrained_weights_load_from_local_files(tmp_path, monkeypatch):
     torch.save({"conv1.weight": swav.conv1.weight}, tmp_path / "other.pth")
     with pytest.raises(MetricWeightsError, match="not a SwAV ResNet-50 checkpoint"):
         load_network("swav", WeightsConfig(mode="pretrained", swav_weights=str(tmp_path / "other.pth")))
+
+
+def test_missing_weights_names_each_absent_network_without_loading(tmp_path):
+    """Start-up check of pretrained metric weights: each absent file is named with how to get it."""
+    from brainldm.metric_features import missing_weights
+
+    assert missing_weights(WeightsConfig(mode="random")) == {}
+    cfg = WeightsConfig(mode="pretrained", torch_weights_dir=str(tmp_path), clip_model=str(tmp_path / "clip"),
+                        swav_weights="")
+    missing = missing_weights(cfg)
+    assert set(missing) == {"alexnet", "inception_v3", "efficientnet_b1", "swav", "clip"}
+    assert missing["alexnet"] == (f"{tmp_path / 'alexnet-owt-7be5be79.pth'} not found (put "
+                                  "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth there, "
+                                  "or set evaluation.torch_weights_dir)")
+    assert "evaluation.swav_weights=''" in missing["swav"]
+    assert "hf download" in missing["clip"]
+
+    (tmp_path / "alexnet-owt-7be5be79.pth").write_bytes(b"x")
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "config.json").write_text("{}")
+    (tmp_path / "swav.pth.tar").write_bytes(b"x")
+    cfg.swav_weights = str(tmp_path / "swav.pth.tar")
+    assert set(missing_weights(cfg)) == {"inception_v3", "efficientnet_b1"}

@@ -244,6 +244,60 @@ def _seeded(seed: int, name: str) -> None:
     torch.manual_seed(seed * 1000 + sum(map(ord, name)))
 
 
+def _torchvision_file(name: str, cfg: WeightsConfig) -> tuple[Path, str]:
+    """Where torchvision network ``name``'s checkpoint must be, and why it is not there ("" if it is)."""
+    _, enum_name, member = _TORCHVISION[name]
+    url = getattr(getattr(torchvision.models, enum_name), member).url
+    folder = Path(cfg.torch_weights_dir) if cfg.torch_weights_dir else Path(torch.hub.get_dir()) / "checkpoints"
+    path = folder / os.path.basename(url)
+    if path.is_file():
+        return path, ""
+    return path, f"{path} not found (put {url} there, or set evaluation.torch_weights_dir)"
+
+
+def _swav_file(cfg: WeightsConfig) -> tuple[Path | None, str]:
+    """SwAV's checkpoint path, and why it is not usable ("" if it is a file)."""
+    path = Path(cfg.swav_weights) if cfg.swav_weights else None
+    if path is not None and path.is_file():
+        return path, ""
+    return path, (
+        f"evaluation.swav_weights={cfg.swav_weights!r} is not a file (set it to a local copy of "
+        "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar)"
+    )
+
+
+def _clip_missing(cfg: WeightsConfig) -> str:
+    """Why CLIP cannot be loaded from a folder or the local Hugging Face cache ("" if it can), without loading it."""
+    if Path(cfg.clip_model).is_dir():
+        return "" if (Path(cfg.clip_model) / "config.json").is_file() else f"folder {cfg.clip_model} has no config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(cfg.clip_model, "config.json")
+    except ValueError:  # not a valid repo id
+        cached = None
+    if isinstance(cached, str):
+        return ""
+    return (
+        f"{cfg.clip_model!r} is not in the local Hugging Face cache nor a folder "
+        f"(fetch it with: hf download {cfg.clip_model})"
+    )
+
+
+def missing_weights(cfg: WeightsConfig) -> dict[str, str]:
+    """{network: why its pretrained weights are missing} without loading any network.
+
+    Empty for ``mode="random"``. A missing network is scored as ``unavailable`` (NaN);
+    the workflow warns at start-up so that is never a surprise after the GPU hours.
+    """
+    if cfg.mode == "random":
+        return {}
+    reasons = {name: _torchvision_file(name, cfg)[1] for name in _TORCHVISION}
+    reasons["swav"] = _swav_file(cfg)[1]
+    reasons["clip"] = _clip_missing(cfg)
+    return {name: why for name, why in reasons.items() if why}
+
+
 def _build_torchvision(name: str, cfg: WeightsConfig) -> LoadedNetwork:
     builder_name, enum_name, member = _TORCHVISION[name]
     builder = getattr(torchvision.models, builder_name)
@@ -252,11 +306,9 @@ def _build_torchvision(name: str, cfg: WeightsConfig) -> LoadedNetwork:
         _seeded(cfg.seed, name)
         return LoadedNetwork(name, builder(weights=None, **kwargs).eval(), f"random(seed={cfg.seed})")
     weights = getattr(getattr(torchvision.models, enum_name), member)
-    folder = Path(cfg.torch_weights_dir) if cfg.torch_weights_dir else Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / os.path.basename(weights.url)
+    path, reason = _torchvision_file(name, cfg)
     label = f"{enum_name}.{weights.name}"
-    if not path.is_file():
-        reason = f"{path} not found (put {weights.url} there, or set evaluation.torch_weights_dir)"
+    if reason:
         log.warning("%s weights unavailable: %s", name, reason)
         return LoadedNetwork(name, None, "unavailable", reason)
     if name == "inception_v3":
@@ -280,12 +332,8 @@ def _build_swav(cfg: WeightsConfig) -> LoadedNetwork:
     if cfg.mode == "random":
         _seeded(cfg.seed, "swav")
         return LoadedNetwork("swav", torchvision.models.resnet50(weights=None).eval(), f"random(seed={cfg.seed})")
-    path = Path(cfg.swav_weights) if cfg.swav_weights else None
-    if path is None or not path.is_file():
-        reason = (
-            f"evaluation.swav_weights={cfg.swav_weights!r} is not a file (set it to a local copy of "
-            "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar)"
-        )
+    path, reason = _swav_file(cfg)
+    if reason:
         log.warning("swav weights unavailable: %s", reason)
         return LoadedNetwork("swav", None, "unavailable", reason)
     model = torchvision.models.resnet50(weights=None)

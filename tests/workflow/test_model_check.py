@@ -30,3 +30,14 @@ def test_uncached_hub_id_and_incomplete_folder_fail_in_the_dry_run(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert f"model.name {str(folder)!r} cannot be used" in out and "lacks the component 'unet'" in out
+
+
+def test_absent_pretrained_metric_weights_warn_at_start(tmp_path):
+    run = WorkflowRun(copy_workflow(tmp_path / "wf", {"evaluation": {
+        "metrics_weights": "pretrained", "torch_weights_dir": str(tmp_path / "none"),
+        "clip_model": str(tmp_path / "no_clip")}}))
+    proc = run.snakemake("-n", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for name in ("alexnet", "inception_v3", "efficientnet_b1", "swav", "clip"):
+        assert f"warning: metric network {name} will be reported as unavailable" in out

@@ -20,6 +20,15 @@ EVAL_WEIGHTS = {
 }
 
 
+# With pretrained weights, say at start-up which metric networks will be scored as
+# unavailable (NaN), before any GPU hour is spent.
+if workflow.is_main_process and not EVAL_RANDOM:
+    from brainldm.metric_features import WeightsConfig, missing_weights
+
+    for _name, _why in missing_weights(WeightsConfig(**EVAL_WEIGHTS)).items():
+        print(f"warning: metric network {_name} will be reported as unavailable: {_why}", file=sys.stderr)
+
+
 rule evaluate_subject:
     """Score one subject's reconstructions: identification (both conventions), PixCorr, SSIM,
     distances, and top-1 retrieval (decoded c vs true c; CLIP embeddings of the reconstructions)."""
