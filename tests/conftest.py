@@ -53,3 +53,15 @@ def synthetic_ingested(synthetic_root, tmp_path_factory) -> Path:
         {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}, out,
     )
     return out
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    """URL of a loopback S3 server (moto) for the download tests; stopped after the module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()

@@ -13,22 +13,12 @@ import zipfile
 import boto3
 import botocore.exceptions
 import pytest
-from moto.server import ThreadedMotoServer
 
 from brainldm import download, nsd
 from brainldm.download import DownloadError
 
 
 # --------------------------------------------------------------------- S3 fixtures
-@pytest.fixture(scope="module")
-def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def bucket(endpoint):
     """A fresh bucket and a signed client that fills it (the downloader stays anonymous)."""

@@ -102,6 +102,21 @@ def _read(file):
 
 
 # ---------------------------------------------------------------- settings
+def _count_img2img_passes(monkeypatch) -> list[float]:
+    """Record the strength of every img2img_features call from now on (a list that fills up)."""
+    from brainldm import features
+
+    passes = []
+    real = features.img2img_features
+
+    def counting(*a, **k):
+        passes.append(a[4])
+        return real(*a, **k)
+
+    monkeypatch.setattr(features, "img2img_features", counting)
+    return passes
+
+
 @pytest.mark.parametrize("section, message", [
     (dict(strengths=[0.0, 0.5]), r"features.strengths has 0.0: a strength must be in \(0, 1\]"),
     (dict(strengths=[0.5, 1.5]), r"features.strengths has 1.5: a strength must be in \(0, 1\]"),
@@ -245,7 +260,6 @@ def test_lower_strength_stays_closer_to_z(pipe, settings, batch):
 def test_one_pass_gives_the_two_pass_zc_and_unet(pipe, settings, batch, monkeypatch):
     """issue 17.2: zc stage latents and U-Net activations from one stage-strength pass equal
     the reference two-pass computation (a zc pass and a separate unet pass), bit for bit."""
-    from brainldm import features
     from brainldm.features import compute_zc_unet
 
     args = (pipe, settings, batch["ids"])
@@ -260,14 +274,7 @@ def test_one_pass_gives_the_two_pass_zc_and_unet(pipe, settings, batch, monkeypa
     ref_unet = img2img_features(pipe, batch["z"], batch["c"], batch["ids"], settings.stage_strength, settings,
                                 unet=True)
     ref_unet.pop(f"noise/s{settings.stage_strength:.2f}")
-    passes = []
-    real = features.img2img_features
-
-    def counting(*a, **k):
-        passes.append(a[4])
-        return real(*a, **k)
-
-    monkeypatch.setattr(features, "img2img_features", counting)
+    passes = _count_img2img_passes(monkeypatch)
     zc, unet = compute_zc_unet(*args, **kw)
     assert passes == list(dict.fromkeys([*settings.strengths, settings.stage_strength]))  # 0.8 once
     assert sorted(zc) == sorted(ref_zc) and sorted(unet) == sorted(ref_unet)
@@ -417,7 +424,6 @@ def test_copied_model_and_stimuli_keep_shards(stimuli, tmp_path, model_dir, monk
 def test_zc_job_writes_unet_from_the_same_pass(stimuli, tmp_path, model_dir, monkeypatch):
     """issue 17.2: extract_family("zc", unet_out_file=...) equals the separate zc and unet runs,
     with one img2img pass at the stage strength per batch; resumes each family's shards."""
-    from brainldm import features
 
     sep, one = tmp_path / "separate", tmp_path / "one"
     for out in (sep, one):
@@ -425,14 +431,7 @@ def test_zc_job_writes_unet_from_the_same_pass(stimuli, tmp_path, model_dir, mon
         _extract("c", stimuli, out, model_dir)
     _extract("zc", stimuli, sep, model_dir)
     _extract("unet", stimuli, sep, model_dir)
-    passes = []
-    real = features.img2img_features
-
-    def counting(*a, **k):
-        passes.append(a[4])
-        return real(*a, **k)
-
-    monkeypatch.setattr(features, "img2img_features", counting)
+    passes = _count_img2img_passes(monkeypatch)
     _extract("zc", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
     n_batches = 5  # shards of 5 (4 + 1), 5 (4 + 1) and 2 images
     assert passes.count(FAST["stage_strength"]) == n_batches and len(passes) == 3 * n_batches

@@ -9,7 +9,6 @@ import uuid
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from brainldm import nsd, nsd_copy
 
@@ -58,15 +57,6 @@ def test_summary_counts_lists_and_sizes():
     assert nsd_copy.summary("/r", present, []) == "NSD copy at /r: 3 of 3 files present; nothing to download"
     many = nsd_copy.summary("/r", [], [f"k{i}" for i in range(20)])
     assert f"and {20 - nsd_copy.MAX_LISTED} more" in many
-
-
-@pytest.fixture(scope="module")
-def endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def test_object_sizes_by_head(endpoint):

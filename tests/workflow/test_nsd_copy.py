@@ -15,7 +15,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from brainldm import nsd, nsd_copy
 
@@ -109,7 +108,7 @@ def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, tmp_pa
     assert snapshot(root) == before
 
 
-def test_dry_run_lists_exactly_the_missing_files_and_fetches_only_them(nsd_copy_root, tmp_path):
+def test_dry_run_lists_exactly_the_missing_files_and_fetches_only_them(nsd_copy_root, tmp_path, endpoint):
     root = tmp_path / "copy"
     shutil.copytree(nsd_copy_root, root)
     full = snapshot(root)
@@ -118,36 +117,29 @@ def test_dry_run_lists_exactly_the_missing_files_and_fetches_only_them(nsd_copy_
         (root / key).unlink()
     before = snapshot(root)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                             aws_access_key_id="testing", aws_secret_access_key="testing")
-        bucket = f"nsd-{uuid.uuid4().hex[:12]}"
-        admin.create_bucket(Bucket=bucket)
-        for key, body in bodies.items():
-            admin.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
-        run = make_run(tmp_path, root, endpoint, bucket)
+    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                         aws_access_key_id="testing", aws_secret_access_key="testing")
+    bucket = f"nsd-{uuid.uuid4().hex[:12]}"
+    admin.create_bucket(Bucket=bucket)
+    for key, body in bodies.items():
+        admin.put_object(Bucket=bucket, Key=key, Body=body, ACL="public-read")
+    run = make_run(tmp_path, root, endpoint, bucket)
 
-        proc = run.snakemake("-n", "--", "download_nsd")
-        line = next(l for l in proc.stderr.splitlines() if l.startswith("NSD copy at"))
-        n = N_NEEDED
-        size = sum(len(b) for b in bodies.values())
-        assert line.startswith(f"NSD copy at {root}: {n - 2} of {n} files present; missing: ")
-        listed = line.split("missing: ", 1)[1].rsplit(" (", 1)[0].split(", ")
-        assert sorted(listed) == sorted(REMOVED)
-        assert re.search(r"\((\d+(\.\d)?) (B|KiB|MiB)\)$", line), line
-        assert f"{size / 1024 ** 2:.1f} MiB" in line or f"{size / 1024:.1f} KiB" in line
-        jobs = parse_dry_run(proc.stdout + proc.stderr)
-        assert jobs == {"download_nsd": 1, "download_nsd_file": 2}, jobs
-        for key in REMOVED:
-            assert f"{root / key}" in proc.stdout + proc.stderr
+    proc = run.snakemake("-n", "--", "download_nsd")
+    line = next(l for l in proc.stderr.splitlines() if l.startswith("NSD copy at"))
+    n = N_NEEDED
+    size = sum(len(b) for b in bodies.values())
+    assert line.startswith(f"NSD copy at {root}: {n - 2} of {n} files present; missing: ")
+    listed = line.split("missing: ", 1)[1].rsplit(" (", 1)[0].split(", ")
+    assert sorted(listed) == sorted(REMOVED)
+    assert re.search(r"\((\d+(\.\d)?) (B|KiB|MiB)\)$", line), line
+    assert f"{size / 1024 ** 2:.1f} MiB" in line or f"{size / 1024:.1f} KiB" in line
+    jobs = parse_dry_run(proc.stdout + proc.stderr)
+    assert jobs == {"download_nsd": 1, "download_nsd_file": 2}, jobs
+    for key in REMOVED:
+        assert f"{root / key}" in proc.stdout + proc.stderr
 
-        run.snakemake("--", "download_nsd")
-    finally:
-        server.stop()
+    run.snakemake("--", "download_nsd")
     after = snapshot(root)
     assert {k: v for k, v in after.items() if k not in REMOVED} == before
     for key in REMOVED:
