@@ -324,10 +324,7 @@ def test_extract_all_families_sharded(stimuli, tmp_path, model_dir, pipe):
     assert manifest["shards"]["00000"]["datasets"]["stage/f0.50"] == {"shape": [5, 4, 4, 4], "dtype": "float32"}
 
 
-def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
-    out = tmp_path / "features"
-    _extract("z", stimuli, out, model_dir)
-    first = _read(out / "z.h5")["z"][0]
+def _counting(monkeypatch):
     calls = []
     real = feature_shards.compute_family
 
@@ -336,6 +333,14 @@ def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
         return real(family, pipe, settings, nsd_ids, **kw)
 
     monkeypatch.setattr(feature_shards, "compute_family", counting)
+    return calls
+
+
+def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
+    out = tmp_path / "features"
+    _extract("z", stimuli, out, model_dir)
+    first = _read(out / "z.h5")["z"][0]
+    calls = _counting(monkeypatch)
     (out / "z.h5").unlink()
     _extract("z", stimuli, out, model_dir)
     assert calls == []  # every shard reused
@@ -349,18 +354,6 @@ def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
     assert len(sum(calls, [])) == 12
     assert _read(out / "z.h5")["z"][0].shape == (12, 4, 2, 2)
     assert not list((out / "shards" / "z").glob(".*tmp*"))
-
-
-def _counting(monkeypatch):
-    calls = []
-    real = feature_shards.compute_family
-
-    def counting(family, pipe, settings, nsd_ids, **kw):
-        calls.append(list(nsd_ids))
-        return real(family, pipe, settings, nsd_ids, **kw)
-
-    monkeypatch.setattr(feature_shards, "compute_family", counting)
-    return calls
 
 
 def _copy_without_times(src, dst):
