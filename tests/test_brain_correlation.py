@@ -57,3 +57,61 @@ def test_roi_masks_and_bad_input():
         brain_correlations(z_train, betas, ids, z_test, measured[:, :5], {"brain": np.ones(20, bool)}, [1.0])
     with pytest.raises(BrainCorrelationError, match="ROI 'x'"):
         brain_correlations(z_train, betas, ids, z_test, measured, {"x": np.zeros(20, bool)}, [1.0])
+
+
+def test_score_subject_end_to_end_with_tiny_model(tmp_path):
+    """Files as the workflow writes them; z reconstructions = copies of the originals (at the
+    ceiling), c reconstructions = unrelated images (near 0)."""
+    import h5py
+    import pandas as pd
+    import torch
+
+    from brainldm import brain_correlation
+    from brainldm.features import encode_z
+    from brainldm.models import build_tiny_model, load_pipeline
+
+    torch.set_num_threads(1)
+    model = build_tiny_model(tmp_path / "tiny", seed=0)
+    pipe = load_pipeline(model, device="cpu")
+    rng = np.random.default_rng(0)
+    n_train, n_test, res = 40, 6, 32
+    images = rng.integers(0, 256, (n_train + n_test, res, res, 3), dtype=np.uint8)
+    ids = np.arange(n_train + n_test, dtype=np.int64) + 100
+    z = encode_z(pipe, images, res)
+    with h5py.File(tmp_path / "z.h5", "w") as f:
+        f["nsd_id"], f["z"] = ids, z
+    zf = z.reshape(len(z), -1)
+    zf = (zf - zf[:n_train].mean(0)) / zf[:n_train].std(0)
+    n_vox = 60
+    w = rng.standard_normal((zf.shape[1], n_vox)) / np.sqrt(zf.shape[1])
+    train_ids = np.repeat(ids[:n_train], 2)
+    pos = {int(i): k for k, i in enumerate(ids)}
+    train = zf[[pos[int(i)] for i in train_ids]] @ w + 0.3 * rng.standard_normal((len(train_ids), n_vox))
+    test = zf[n_train:] @ w + 0.2 * rng.standard_normal((n_test, n_vox))
+    voxels = np.argwhere(np.ones((3, 4, 5), bool))  # 60 voxels
+    ing = {"train": tmp_path / "tr.npy", "test": tmp_path / "te.npy", "train_tsv": tmp_path / "train.tsv",
+           "test_tsv": tmp_path / "test.tsv", "voxels_brain": tmp_path / "vb.npy", "voxels_early": tmp_path / "ve.npy"}
+    np.save(ing["train"], train.astype(np.float32))
+    np.save(ing["test"], test.astype(np.float32))
+    pd.DataFrame({"nsd_id": train_ids}).to_csv(ing["train_tsv"], sep="\t", index=False)
+    pd.DataFrame({"nsd_id": ids[n_train:]}).to_csv(ing["test_tsv"], sep="\t", index=False)
+    np.save(ing["voxels_brain"], voxels)
+    np.save(ing["voxels_early"], voxels[:20])
+    order = np.array([3, 1, 0, 2, 5, 4])  # recons in another order than test.tsv
+    with h5py.File(tmp_path / "recons.h5", "w") as f:
+        f["nsd_id"] = ids[n_train:][order]
+        f["original"] = images[n_train:][order]
+        f["z"] = np.repeat(images[n_train:][order][:, None], 2, axis=1)
+        f["c"] = rng.integers(0, 256, (n_test, 2, res, res, 3), dtype=np.uint8)
+    df = brain_correlation.score_subject(
+        str(tmp_path / "recons.h5"), "subj01", {k: str(v) for k, v in ing.items()}, str(tmp_path / "z.h5"),
+        str(model), {"z_resolution": res, "z_posterior": "mean", "seed": 0},
+        {"alphas": [0.1, 1.0, 10.0, 100.0], "cv_folds": 3, "backend": "numpy", "voxel_batch": 25},
+        ["z", "c"], device="cpu")
+    assert len(df) == n_test * 3 * 2
+    assert set(df["convention"]) == {brain_correlation.CONVENTION}
+    mean = df.groupby(["condition", "metric"])["score"].mean()
+    for roi in ("brain", "early"):
+        assert mean[("original", roi)] > 0.7
+        assert mean[("z", roi)] == pytest.approx(mean[("original", roi)], abs=1e-3)
+        assert abs(mean[("c", roi)]) < 0.3
