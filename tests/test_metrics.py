@@ -236,3 +236,35 @@ def test_missing_weights_names_each_absent_network_without_loading(tmp_path):
     (tmp_path / "swav.pth.tar").write_bytes(b"x")
     cfg.swav_weights = str(tmp_path / "swav.pth.tar")
     assert set(missing_weights(cfg)) == {"inception_v3", "efficientnet_b1"}
+
+
+def test_summary_with_brain_correlation_rows(scored, tmp_path):
+    """Brain-correlation rows of scores.tsv become metrics.csv rows and their own Markdown
+    section (not retrieval); the originals' ceiling is not a Wilcoxon condition."""
+    from brainldm import brain_correlation as bc
+
+    _, out = scored
+    scores = out["subj01"][0]
+    rng = np.random.default_rng(3)
+    rows = [dict(subject="subj01", nsd_id=int(i), condition=cond, convention=bc.CONVENTION, metric=roi,
+                 unit=metrics.UNIT_R, score=float(rng.uniform(-1, 1)), weights="ridge z->voxels (tiny)")
+            for cond in ("z", "c", "zc", bc.ORIGINAL) for roi in ("early", "brain") for i in scores["nsd_id"].unique()]
+    brain = pd.DataFrame(rows, columns=metrics.SCORE_COLUMNS)
+    p = tmp_path / "scores.tsv"
+    pd.concat([scores, brain]).to_csv(p, sep="\t", index=False)
+    o = {k: tmp_path / k for k in ("metrics.csv", "metrics.md", "metrics.png", "wilcoxon.tsv")}
+    metrics.summarize([str(p)], *(str(o[k]) for k in ("metrics.csv", "metrics.md", "metrics.png", "wilcoxon.tsv")),
+                      conditions=["z", "c", "zc"])
+    table = pd.read_csv(o["metrics.csv"])
+    sub = table[table["convention"] == bc.CONVENTION]
+    assert len(sub) == 2 * 4 * 2  # subjects (subj01, all) x conditions x ROIs
+    row = sub[(sub["subject"] == "subj01") & (sub["condition"] == bc.ORIGINAL) & (sub["metric"] == "early")].iloc[0]
+    want = brain[(brain["condition"] == bc.ORIGINAL) & (brain["metric"] == "early")]["score"]
+    assert row["accuracy"] == pytest.approx(want.mean(), rel=1e-5) and row["n"] == N
+    tests = pd.read_csv(o["wilcoxon.tsv"], sep="\t")
+    bt = tests[tests["convention"] == bc.CONVENTION]
+    assert len(bt) == 2 * 2 * 3 and bc.ORIGINAL not in set(bt["condition_a"]) | set(bt["condition_b"])
+    md = o["metrics.md"].read_text()
+    section = md.split("## Brain correlation")[1].split("## ")[0]
+    assert "| subj01 | early |" in section and "original" in section
+    assert "## Retrieval" not in md

@@ -32,6 +32,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from brainldm import identification as ident
+from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
+from brainldm.brain_correlation import ORIGINAL as BRAIN_ORIGINAL
 from brainldm.io import atomic_path
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
 
@@ -355,17 +357,27 @@ def evaluate_subject(
     decoded_c_path: str | None = None,
     true_c_path: str | None = None,
     retrieval: dict | None = None,
+    brain: dict | None = None,
 ) -> None:
     """Rule evaluate_subject: recons.h5 (+ decoded and true c) -> scores.tsv, sample_scores.tsv
     and retrieval.tsv (see :func:`score_subject`, :func:`retrieval_table`).
 
     retrieval: {"pool": int, "draws": int, "seed": int} (config ``evaluation.retrieval``).
+    brain: keyword arguments of :func:`brainldm.brain_correlation.score_subject` except
+    recons_path, subject, conditions and batch_size (None: no brain-correlation rows); its
+    rows (convention :data:`brainldm.brain_correlation.CONVENTION`) join scores.tsv.
     """
     cfg = weights if isinstance(weights, WeightsConfig) else WeightsConfig(**weights)
     emb: dict[str, np.ndarray] = {}
     nets = MetricNetworks(cfg, image_size=image_size)
     scores, samples = score_subject(recons_path, subject, cfg, tuple(conditions), batch_size,
                                     networks=nets, clip_embeddings=emb)
+    if brain is not None:
+        from brainldm import brain_correlation
+
+        bc = brain_correlation.score_subject(recons_path, subject, conditions=tuple(conditions),
+                                             batch_size=batch_size, **brain)
+        scores = pd.concat([scores, bc[SCORE_COLUMNS]], ignore_index=True)
     _write_tsv(scores, scores_path)
     _write_tsv(samples, sample_scores_path)
     if retrieval_path is not None:
@@ -496,6 +508,7 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
     lines += ["Two-way identification cells also give Brain-Diffuser's one-sided binomial p-value over the "
               "n (n - 1) comparisons (`p_binomial` in metrics.csv; comparisons are not independent).", ""]
     known = (table["convention"] + "/" + table["metric"]).isin(_BY_KEY)
+    brain = table["convention"] == BRAIN_CONVENTION
     for conv, title in CONVENTION_TITLES.items():
         sub = table[(table["convention"] == conv) & known]
         if sub.empty:
@@ -518,7 +531,9 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
             lines.append(f"| {subj} | {m.label} | " + " | ".join(cells)
                          + f" | {int(g['n'].max())} | {';'.join(dict.fromkeys(g['weights']))} |")
         lines.append("")
-    ret = table[~known]
+    if brain.any():
+        lines += _brain_lines(table[brain], conditions)
+    ret = table[~known & ~brain]
     if not ret.empty:
         lines += ["## Retrieval (MindEye1/2 convention)", "",
                   "Top-1 retrieval among a pool of test images, mean over seeded random draws [2.5, 97.5 "
@@ -550,10 +565,39 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
     if not sig.empty:
         lines += ["| subject | convention | metric | pair | median diff | p (Holm) |", "|---|---|---|---|---|---|"]
         for _, t in sig.iterrows():
-            lines.append(f"| {t.subject} | {t.convention} | {_BY_KEY[t.convention + '/' + t.metric].label} | "
+            lines.append(f"| {t.subject} | {t.convention} | {_label(t.convention, t.metric)} | "
                          f"{t.condition_a} vs {t.condition_b} | {t.median_difference:.3g} | {t.p_holm:.2g} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _label(convention: str, metric: str) -> str:
+    """Display label of a metric (the ROI name for brain correlation)."""
+    m = _BY_KEY.get(f"{convention}/{metric}")
+    return m.label if m else f"brain correlation {metric}" if convention == BRAIN_CONVENTION else metric
+
+
+def _brain_lines(table: pd.DataFrame, conditions: tuple[str, ...]) -> list[str]:
+    """Markdown section of the brain-correlation rows (mean ± SEM of the per-image r)."""
+    conds = [*conditions, BRAIN_ORIGINAL]
+    lines = ["## Brain correlation", "",
+             f"Convention: {BRAIN_CONVENTION}. Per image, Pearson r across the ROI's voxels between the "
+             "voxel pattern that a ridge encoding model (flattened z -> every brain-mask voxel, fitted on the "
+             "training trials) predicts from the reconstruction's z and the measured test pattern (repeats "
+             "averaged); mean ± SEM over images (samples averaged). `original`: the prediction from the original "
+             "image's z, the ceiling of this encoding model.", "",
+             "| subject | ROI | " + " | ".join(conds) + " | n |", "|---|---|" + "---|" * len(conds) + "---|"]
+    for (subj, roi), g in table.groupby(["subject", "metric"], sort=False):
+        cells = []
+        for c in conds:
+            row = g[g["condition"] == c]
+            if row.empty:
+                cells.append("")
+                continue
+            acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
+            cells.append(_fmt(acc, UNIT_R) + ("" if math.isnan(se) else f" ± {_fmt(se, UNIT_R)}"))
+        lines.append(f"| {subj} | {roi} | " + " | ".join(cells) + f" | {int(g['n'].max())} |")
+    return lines + [""]
 
 
 _COLORS = {"z": "#4C72B0", "c": "#DD8452", "zc": "#55A868"}
@@ -580,7 +624,7 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     titles = ["Takagi & Nishimoto: identification", "Brain-Diffuser/MindEye: identification",
               "PixCorr, SSIM (higher better)", "distance (lower better)"]
     known = (table["convention"] + "/" + table["metric"]).isin(_BY_KEY)
-    ret = table[~known]
+    ret = table[~known & (table["convention"] != BRAIN_CONVENTION)]
     n_cols = len(panels) + (0 if ret.empty else 1)
     ratios = [7, 4, 2.5, 2.5] + ([4] if n_cols > len(panels) else [])
     fig, axes = plt.subplots(len(subjects), n_cols, figsize=(16 + 4 * (n_cols - 4), 2.8 * len(subjects) + 0.6),

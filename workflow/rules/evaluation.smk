@@ -31,11 +31,21 @@ if workflow.is_main_process and not EVAL_RANDOM:
 
 rule evaluate_subject:
     """Score one subject's reconstructions: identification (both conventions), PixCorr, SSIM,
-    distances, and top-1 retrieval (decoded c vs true c; CLIP embeddings of the reconstructions)."""
+    distances, top-1 retrieval (decoded c vs true c; CLIP embeddings of the reconstructions) and
+    brain correlation (a z -> voxels ridge predicts each reconstruction's pattern; r with the
+    measured test betas per ROI)."""
     input:
         recons="results/{subject}/reconstruction/recons.h5",
         decoded_c="results/{subject}/decoding/c.npz",
         true_c="results/features/c.h5",
+        # brain correlation: the z encoding model's training data and the measured test betas
+        z="results/features/z.h5",
+        model=model_inputs(),
+        ingest_train="results/{subject}/ingest/betas_brain_train.npy",
+        ingest_test="results/{subject}/ingest/betas_brain_test.npy",
+        ingest_train_tsv="results/{subject}/ingest/train.tsv",
+        ingest_test_tsv="results/{subject}/ingest/test.tsv",
+        **{f"voxels_{roi}": f"results/{{subject}}/ingest/voxels_{roi}.npy" for roi in ROIS},
     output:
         scores="results/{subject}/evaluation/scores.tsv",
         samples="results/{subject}/evaluation/sample_scores.tsv",
@@ -46,6 +56,12 @@ rule evaluate_subject:
         retrieval=dict(EVAL["retrieval"]),
         conditions=list(EVAL["conditions"]),
         batch_size=EVAL["batch_size"],
+        rois=ROIS,
+        model=model_param,
+        local_files_only=MODEL["local_files_only"],
+        device=model_device(),
+        z_settings=features_settings("z"),
+        encoding={k: config["encoding"][k] for k in ("alphas", "cv_folds", "backend", "voxel_batch")},
     log:
         "results/logs/evaluation/{subject}_scores.log",
     benchmark:

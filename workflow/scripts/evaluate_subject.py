@@ -1,4 +1,5 @@
-"""Rule evaluate_subject: recons.h5, decoded and true c -> per-image scores, per-sample similarities, retrieval."""
+"""Rule evaluate_subject: recons.h5, decoded and true c, ingestion arrays and z.h5 -> per-image scores
+(incl. brain correlation), per-sample similarities, retrieval."""
 import torch
 
 from brainldm.logs import redirect_to_log
@@ -6,7 +7,7 @@ from brainldm.metrics import evaluate_subject
 
 with redirect_to_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
-    p = snakemake.params
+    p, i = snakemake.params, snakemake.input
     evaluate_subject(
         recons_path=snakemake.input.recons,
         subject=snakemake.wildcards.subject,
@@ -20,4 +21,13 @@ with redirect_to_log(snakemake.log[0]):
         decoded_c_path=snakemake.input.decoded_c,
         true_c_path=snakemake.input.true_c,
         retrieval=dict(p.retrieval),
+        brain=dict(
+            ingest={
+                "train": i.ingest_train, "test": i.ingest_test,
+                "train_tsv": i.ingest_train_tsv, "test_tsv": i.ingest_test_tsv,
+                **{f"voxels_{roi}": getattr(i, f"voxels_{roi}") for roi in p.rois},
+            },
+            z_h5=i.z, model=p.model, z_settings=dict(p.z_settings), encoding=dict(p.encoding),
+            device=p.device, local_files_only=p.local_files_only,
+        ),
     )
