@@ -238,7 +238,7 @@ def test_missing_weights_names_each_absent_network_without_loading(tmp_path):
     assert set(missing_weights(cfg)) == {"inception_v3", "efficientnet_b1"}
 
 
-def test_summary_with_brain_correlation_rows(scored, tmp_path):
+def test_summary_with_brain_correlation_rows(scored, tmp_path, monkeypatch):
     """Brain-correlation rows of scores.tsv become metrics.csv rows and their own Markdown
     section (not retrieval); the originals' ceiling is not a Wilcoxon condition."""
     from brainldm import brain_correlation as bc
@@ -267,4 +267,13 @@ def test_summary_with_brain_correlation_rows(scored, tmp_path):
     md = o["metrics.md"].read_text()
     section = md.split("## Brain correlation")[1].split("## ")[0]
     assert "| subj01 | early |" in section and "original" in section
+
+    drawn = []
+    real = metrics._plot_brain_correlation
+    monkeypatch.setattr(metrics, "_plot_brain_correlation",
+                        lambda ax, b, c, first: (drawn.append(sorted(set(b["condition"]) | set(b["metric"]))),
+                                                 real(ax, b, c, first)))
+    metrics.summarize([str(p)], *(str(o[k]) for k in ("metrics.csv", "metrics.md", "metrics.png", "wilcoxon.tsv")),
+                      conditions=["z", "c", "zc"])
+    assert drawn == [sorted({"z", "c", "zc", bc.ORIGINAL, "early", "brain"})] * 2  # a panel per subject row
     assert "## Retrieval" not in md

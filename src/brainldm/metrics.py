@@ -607,7 +607,9 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     """Bars per metric x condition with SEM error bars, one row per subject (last: pooled).
 
     Panels: Takagi identification, MindEye identification (chance line at 50%), PixCorr
-    and SSIM, EffNet-B1 and SwAV distances. Unavailable metrics are marked "n/a".
+    and SSIM, EffNet-B1 and SwAV distances, then (when present) retrieval and brain
+    correlation per ROI (originals in grey: the encoding model's ceiling). Unavailable
+    metrics are marked "n/a".
     """
     import matplotlib
 
@@ -625,8 +627,9 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
               "PixCorr, SSIM (higher better)", "distance (lower better)"]
     known = (table["convention"] + "/" + table["metric"]).isin(_BY_KEY)
     ret = table[~known & (table["convention"] != BRAIN_CONVENTION)]
-    n_cols = len(panels) + (0 if ret.empty else 1)
-    ratios = [7, 4, 2.5, 2.5] + ([4] if n_cols > len(panels) else [])
+    brain = table[table["convention"] == BRAIN_CONVENTION]
+    n_cols = len(panels) + (not ret.empty) + (not brain.empty)
+    ratios = [7, 4, 2.5, 2.5] + [4] * (n_cols - len(panels))
     fig, axes = plt.subplots(len(subjects), n_cols, figsize=(16 + 4 * (n_cols - 4), 2.8 * len(subjects) + 0.6),
                              squeeze=False, gridspec_kw={"width_ratios": ratios})
     width = 0.8 / len(conditions)
@@ -655,7 +658,9 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
             if row == 0:
                 ax.set_title(title, fontsize=9)
         if not ret.empty:
-            _plot_retrieval(axes[row, -1], ret[ret["subject"] == subj], subj, first=row == 0)
+            _plot_retrieval(axes[row, len(panels)], ret[ret["subject"] == subj], subj, first=row == 0)
+        if not brain.empty:
+            _plot_brain_correlation(axes[row, -1], brain[brain["subject"] == subj], conditions, first=row == 0)
     weights = sorted(set(table["weights"]))
     note = "random network weights: not comparable with published numbers" if any(
         w.startswith("random") for w in weights) else "pretrained weights"
@@ -665,6 +670,26 @@ def plot_metrics(table: pd.DataFrame, path: str | Path, conditions: tuple[str, .
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _plot_brain_correlation(ax, brain: pd.DataFrame, conditions: tuple[str, ...], first: bool) -> None:
+    """Brain-correlation bars: ROI x (conditions, then the originals in grey), mean ± SEM over images."""
+    rois = list(dict.fromkeys(brain["metric"]))
+    sources = [*conditions, BRAIN_ORIGINAL]
+    width = 0.8 / len(sources)
+    for si, src in enumerate(sources):
+        rows = [brain[(brain["metric"] == roi) & (brain["condition"] == src)] for roi in rois]
+        vals = [float(r["accuracy"].iloc[0]) if len(r) else np.nan for r in rows]
+        errs = [float(r["sem"].iloc[0]) if len(r) else np.nan for r in rows]
+        x = np.arange(len(rois)) + (si - (len(sources) - 1) / 2) * width
+        ax.bar(x, np.nan_to_num(vals), width, yerr=np.nan_to_num(errs), capsize=2,
+               color=_COLORS.get(src, "#999999"), label=src if src == BRAIN_ORIGINAL else None)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(rois)), rois, fontsize=8)
+    ax.set_ylabel("pattern r", fontsize=8)
+    ax.legend(fontsize=6, loc="upper right")
+    if first:
+        ax.set_title("brain correlation (own z encoding model)", fontsize=9)
 
 
 def _plot_retrieval(ax, ret: pd.DataFrame, subj: str, first: bool) -> None:
