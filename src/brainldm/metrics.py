@@ -487,6 +487,12 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     return _ordered(out[cols])
 
 
+def _mean_sem(row: pd.DataFrame, unit: str) -> str:
+    """Markdown cell "mean ± SEM" of a one-row metrics table (no "±" where SEM is NaN)."""
+    acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
+    return _fmt(acc, unit) + ("" if math.isnan(se) else f" ± {_fmt(se, unit)}")
+
+
 def _fmt(x: float, unit: str) -> str:
     if math.isnan(x):
         return "n/a"
@@ -524,8 +530,7 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
                 if row.empty:
                     cells.append("")
                     continue
-                acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
-                cell = _fmt(acc, m.unit) + ("" if math.isnan(se) else f" ± {_fmt(se, m.unit)}")
+                cell = _mean_sem(row, m.unit)
                 pb = float(row["p_binomial"].iloc[0]) if "p_binomial" in row else float("nan")
                 cells.append(cell + ("" if math.isnan(pb) else f" (p={pb:.2g})"))
             lines.append(f"| {subj} | {m.label} | " + " | ".join(cells)
@@ -594,8 +599,7 @@ def _brain_lines(table: pd.DataFrame, conditions: tuple[str, ...]) -> list[str]:
             if row.empty:
                 cells.append("")
                 continue
-            acc, se = float(row["accuracy"].iloc[0]), float(row["sem"].iloc[0])
-            cells.append(_fmt(acc, UNIT_R) + ("" if math.isnan(se) else f" ± {_fmt(se, UNIT_R)}"))
+            cells.append(_mean_sem(row, UNIT_R))
         lines.append(f"| {subj} | {roi} | " + " | ".join(cells) + f" | {int(g['n'].max())} |")
     return lines + [""]
 
