@@ -5,9 +5,10 @@ Two sources, one loader:
 - a diffusers Stable Diffusion v1.x checkpoint: a hub id such as
   ``CompVis/stable-diffusion-v1-4`` (read from the local Hugging Face cache) or a
   folder written by ``save_pretrained``;
-- ``tiny``: a Stable-Diffusion-shaped model with weights fixed by a seed (U-Net and
-  text encoder random; the VAE optionally fitted on procedural scenes, see
-  :mod:`brainldm.tiny_vae`), built offline by :func:`build_tiny_model` and saved
+- ``tiny``: a Stable-Diffusion-shaped model with weights fixed by a seed, optionally
+  trained offline on procedural scenes with their captions (the VAE, see
+  :mod:`brainldm.tiny_vae`; then the text encoder and U-Net, see
+  :mod:`brainldm.tiny_diffusion`), built by :func:`build_tiny_model` and saved
   with ``save_pretrained``, so it is loaded by exactly the same ``from_pretrained``
   call as SD v1.4.
 
@@ -41,6 +42,7 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from brainldm.tiny_diffusion import fit_diffusion
 from brainldm.tiny_vae import fit_vae
 
 #: Components every Stable Diffusion v1.x folder must hold, with the files that make them.
@@ -142,7 +144,8 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
 
 # ---------------------------------------------------------------- tiny model
 def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR,
-                          vae_steps: int = 0, vae_image_size: int | None = None) -> dict:
+                          vae_steps: int = 0, vae_image_size: int | None = None,
+                          unet_steps: int = 0) -> dict:
     """The five modules of a tiny SD-shaped model, weights fixed by ``seed``.
 
     VAE: 4 blocks (x8 downsampling, 4 latent channels, 64 px sample size);
@@ -153,10 +156,16 @@ def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY
     then trained for that many steps on random scenes of ``vae_image_size`` px
     (default: its sample size, 64) drawn from ``seed`` (:func:`brainldm.tiny_vae.fit_vae`),
     and its scaling factor set so that scaled latents have unit sd; with 0 it stays
-    random with SD's scaling factor 0.18215. U-Net and text encoder stay random.
+    random with SD's scaling factor 0.18215. With ``unet_steps`` > 0 the text encoder
+    and U-Net are then trained together for that many steps to predict the noise of
+    (frozen) VAE latents of captioned scenes from ``seed``
+    (:func:`brainldm.tiny_diffusion.fit_diffusion`); with 0 they stay random.
     """
     if vae_steps < 0:
         raise ModelError(f"model.tiny_vae_steps = {vae_steps}: use 0 (random VAE) or a positive number of steps")
+    if unet_steps < 0:
+        raise ModelError(f"model.tiny_unet_steps = {unet_steps}: use 0 (random U-Net and text encoder) "
+                         "or a positive number of steps")
     tokenizer_dir = Path(tokenizer_dir)
     for name in ("vocab.json", "merges.txt"):
         if not (tokenizer_dir / name).is_file():
@@ -214,22 +223,25 @@ def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY
     )
     if vae_steps:
         fit_vae(vae, vae_steps, seed, image_size=vae_image_size)
+    if unet_steps:
+        fit_diffusion(unet, text_encoder, tokenizer, vae, scheduler, unet_steps, seed, image_size=vae_image_size)
     return dict(vae=vae, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
 def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0,
                      tokenizer_dir: str | os.PathLike = TINY_TOKENIZER_DIR,
-                     vae_steps: int = 0, vae_image_size: int | None = None) -> Path:
+                     vae_steps: int = 0, vae_image_size: int | None = None,
+                     unet_steps: int = 0) -> Path:
     """Build the tiny model and ``save_pretrained`` it into ``out_dir`` (atomically).
 
-    seed, vae_steps, vae_image_size: see :func:`build_tiny_components` (the workflow
-    passes model.tiny_seed and model.tiny_vae_steps). The folder is written next to
+    seed, vae_steps, vae_image_size, unet_steps: see :func:`build_tiny_components` (the
+    workflow passes model.tiny_seed, model.tiny_vae_steps and model.tiny_unet_steps). The folder is written next to
     ``out_dir`` under a temporary name and renamed when complete; an existing
     ``out_dir`` is replaced. Returns ``out_dir``.
     """
     out_dir = Path(out_dir)
     pipe = StableDiffusionImg2ImgPipeline(
-        **build_tiny_components(seed, tokenizer_dir, vae_steps, vae_image_size),
+        **build_tiny_components(seed, tokenizer_dir, vae_steps, vae_image_size, unet_steps),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

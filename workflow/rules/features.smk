@@ -6,7 +6,8 @@ include: "models.smk"
 
 rule build_tiny_model:
     """Build the tiny Stable-Diffusion-shaped model (weights fixed by model.tiny_seed; the
-    VAE trained for model.tiny_vae_steps steps on procedural scenes, the rest random)."""
+    VAE trained for model.tiny_vae_steps steps on procedural scenes, then the text encoder
+    and U-Net for model.tiny_unet_steps steps on the scenes' captions)."""
     input:
         vocab=os.path.join(TINY_TOKENIZER_DIR, "vocab.json"),
         merges=os.path.join(TINY_TOKENIZER_DIR, "merges.txt"),
@@ -15,6 +16,7 @@ rule build_tiny_model:
     params:
         seed=MODEL["tiny_seed"],
         vae_steps=MODEL["tiny_vae_steps"],
+        unet_steps=MODEL["tiny_unet_steps"],
     log:
         "results/logs/features/build_tiny_model.log",
     benchmark:
