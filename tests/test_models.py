@@ -254,15 +254,6 @@ def test_bad_vae_fit_settings():
         build_tiny_components(0, vae_steps=1, vae_image_size=60)
 
 
-def test_schema_default_of_tiny_vae_steps_is_the_code_default():
-    import yaml
-
-    from brainldm.models import TINY_VAE_STEPS
-
-    schema = yaml.safe_load((TINY_TOKENIZER_DIR.parents[1] / "workflow" / "schemas" / "config.schema.yaml").read_text())
-    assert schema["properties"]["model"]["properties"]["tiny_vae_steps"]["default"] == TINY_VAE_STEPS
-
-
 # ---------------------------------------------------------------- device (issue 17.1)
 def _no_cuda(monkeypatch, smi=None):
     """Pretend this machine has no usable CUDA (and nvidia-smi at ``smi`` or none)."""

@@ -60,10 +60,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tiny_tokenizer"
 #: Latent resolution the tiny U-Net is configured for (64 px images -> 4 x 8 x 8 latents).
 TINY_SAMPLE_SIZE = 8
-#: Training steps of the tiny VAE when the workflow builds the tiny model (config
-#: model.tiny_vae_steps; ~35 s on one CPU core). The functions below default to 0
-#: (random VAE, instant) so that tests needing only shapes stay fast.
-TINY_VAE_STEPS = 300
 #: CLIP's context length; Stable Diffusion pads every prompt to it.
 MAX_LENGTH = 77
 
