@@ -149,6 +149,24 @@ def test_networks_get_the_normalised_input():
         np.testing.assert_allclose(feats["takagi/clip"], want.numpy(), atol=1e-5)
 
 
+def test_reusing_freed_memory_changes_no_feature():
+    """glibc's malloc kept from returning freed tensors to the OS: the same features, to the bit."""
+    import platform
+
+    from brainldm.metric_features import reuse_freed_memory
+
+    torch.set_num_threads(1)
+    specs = tuple(s for s in FEATURE_SPECS if s.network in ("alexnet", "efficientnet_b1"))
+    nets = MetricNetworks(WeightsConfig(mode="random", seed=0), specs, device="cpu")
+    before = nets.extract(IMAGES)
+    assert reuse_freed_memory() == (platform.libc_ver()[0] == "glibc")
+    for _ in range(2):  # the second pass runs in memory the first one freed
+        after = nets.extract(IMAGES)
+        assert after.keys() == before.keys()
+        for key in before:
+            np.testing.assert_array_equal(after[key], before[key], err_msg=key)
+
+
 # ---------------------------------------------------------------------------- ties
 
 

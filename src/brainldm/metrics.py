@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from brainldm import identification as ident
 from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
@@ -173,6 +172,7 @@ def score_subject(
         original = f["original"][:]
         step = max(1, batch_size)
         orig_z: dict[str, list[np.ndarray]] = {}
+        t0 = time.perf_counter()
         for a in range(0, n, step):
             for key, x in nets.extract(original[a : a + step]).items():
                 orig_z.setdefault(key, []).append(ident.standardize_rows(x))
@@ -181,6 +181,7 @@ def score_subject(
         if clip_embeddings is not None and "_original" in clip_embeddings:
             clip_embeddings["original"] = np.concatenate(clip_embeddings.pop("_original"))
         orig_feats = {k: np.concatenate(v) for k, v in orig_z.items()}
+        log.info("%s original: %d images through the networks in %.1f s", subject, n, time.perf_counter() - t0)
 
         per_image: list[dict] = []
         per_sample: list[pd.DataFrame] = []
@@ -191,8 +192,8 @@ def score_subject(
             pix = np.full((n, s), np.nan)
             ssim = np.full((n, s), np.nan)
             emb = None
-            starts = range(0, n, images_per_batch)
-            for a in tqdm(starts, desc=f"{subject} {cond}", file=sys.stderr, mininterval=5, dynamic_ncols=False):
+            for a in range(0, n, images_per_batch):
+                t0 = time.perf_counter()
                 b = min(n, a + images_per_batch)
                 recon = ds[a:b]  # (m, s, H, W, 3)
                 flat = recon.reshape((-1,) + recon.shape[2:])
@@ -207,6 +208,8 @@ def score_subject(
                 pr = pixel_images(recon, nets.image_size)
                 pix[a:b] = ident.pixel_correlations(po, pr)
                 ssim[a:b] = ident.ssim_scores(po, pr)
+                log.info("%s %s: images %d-%d of %d (%d reconstructions) scored in %.1f s",
+                         subject, cond, a, b, n, len(flat), time.perf_counter() - t0)
             if emb is not None:
                 clip_embeddings[cond] = emb
             scores = _image_scores(r, pix, ssim, nets, n)

@@ -3,10 +3,12 @@
 import torch
 
 from brainldm.logs import redirect_to_log
+from brainldm.metric_features import reuse_freed_memory
 from brainldm.metrics import evaluate_subject
 
 with redirect_to_log(snakemake.log[0]):
     torch.set_num_threads(snakemake.threads)
+    reuse_freed_memory()
     p, i = snakemake.params, snakemake.input
     evaluate_subject(
         recons_path=snakemake.input.recons,
