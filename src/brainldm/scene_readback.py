@@ -1,6 +1,6 @@
 """Read a scene's captioned attributes back from pixels, to check what an image shows.
 
-A reader is a pair of multinomial logistic regressions fitted on rendered scenes
+A reader is a pair of linear discriminant classifiers (Ledoit-Wolf shrinkage) fitted on rendered scenes
 (:mod:`brainldm.scenes`), from each image's 8 x 8 grid of mean colours (192 numbers),
 to the scene's background colour (6 classes) and to the colour of its dominant object
 (8 classes; the first large object, else the first object). :func:`caption_fidelity`
@@ -47,7 +47,7 @@ def grid_colours(images: np.ndarray, grid: int = 8) -> np.ndarray:
 
 @dataclass
 class SceneReader:
-    """Fitted readers (sklearn LogisticRegression) of each attribute from :func:`grid_colours`."""
+    """Fitted readers (sklearn LinearDiscriminantAnalysis) of each attribute from :func:`grid_colours`."""
 
     models: dict
 
@@ -59,12 +59,12 @@ class SceneReader:
 
 def fit_reader(seed: int, n: int = 3000, size: int = 64) -> SceneReader:
     """A :class:`SceneReader` fitted on ``n`` scenes rendered at ``size`` px, drawn from ``seed``."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     rng = np.random.default_rng([seed, _READER_SCENES])
     drawn = [scenes.random_scene(rng) for _ in range(n)]
     feats = grid_colours(np.stack([scenes.render(s, size) for s in drawn]))
-    return SceneReader({name: LogisticRegression(C=1.0, max_iter=2000).fit(feats, y)
+    return SceneReader({name: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto").fit(feats, y)
                         for name, y in labels(drawn).items()})
 
 
