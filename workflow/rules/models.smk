@@ -13,7 +13,7 @@ TINY_MODEL_DIR = "results/models/tiny"
 # The tiny model's hand-made tokenizer ships with the repository: an absolute path, the
 # same whichever folder snakemake runs in (--directory), so a run from another working
 # directory does not see a changed input set.
-TINY_TOKENIZER_DIR = os.path.join(workflow.basedir, "resources", "tiny_tokenizer")
+TINY_TOKENIZER_DIR = os.path.join(REPO_DIR, "resources", "tiny_tokenizer")
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
 FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
