@@ -9,6 +9,7 @@ config/), never in the repository itself, so the tests neither lock the reposito
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from typing import Iterator
 
 import pytest
 import yaml
+
+from brainldm.model_files import REQUIRED_COMPONENTS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +83,18 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     overrides = deep_update(dict(TEST_CONFIG), config_overrides or {})
     (dest / "config" / "test.yaml").write_text(yaml.safe_dump(overrides or {}))
     return dest
+
+
+def model_folder_layout(folder: Path) -> None:
+    """A folder with every file the parse-time model check looks for (empty stand-ins: a dry
+    run loads nothing)."""
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({c: ["diffusers", "X"] for c in REQUIRED_COMPONENTS}))
+    for component, (configs, weights) in REQUIRED_COMPONENTS.items():
+        (folder / component).mkdir()
+        (folder / component / configs[0]).write_text("{}")
+        if weights:
+            (folder / component / f"{weights[0]}.safetensors").write_bytes(b"")
 
 
 def deep_update(base: dict, extra: dict) -> dict:

@@ -100,7 +100,7 @@ if not SYNTHETIC:
     NSD_MISSING_COCO = {
         name: nsd_file(kind)
         for name, kind in (("train", "captions_train"), ("val", "captions_val"))
-        if nsd.relpath(kind) in NSD_MISSING
+        if nsd_layout.relpath(kind) in NSD_MISSING
     }
     if workflow.is_main_process:  # once, in the process that plans the DAG (not in each job)
         print(

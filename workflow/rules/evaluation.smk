@@ -23,7 +23,7 @@ EVAL_WEIGHTS = {
 # With pretrained weights, say at start-up which metric networks will be scored as
 # unavailable (NaN), before any GPU hour is spent.
 if workflow.is_main_process and not EVAL_RANDOM:
-    from brainldm.metric_features import WeightsConfig, missing_weights
+    from brainldm.metric_weights import WeightsConfig, missing_weights
 
     for _name, _why in missing_weights(WeightsConfig(**EVAL_WEIGHTS)).items():
         print(f"warning: metric network {_name} will be reported as unavailable: {_why}", file=sys.stderr)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from brainldm.feature_shards import family_settings
+from brainldm.feature_keys import family_config
 
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
@@ -33,7 +33,7 @@ def check_model():
     by the workflow and exempt."""
     if TINY_MODEL:
         return
-    from brainldm.models import ModelError, check_model_folder, resolve_model
+    from brainldm.model_files import ModelError, check_model_folder, resolve_model
 
     try:
         source = resolve_model(MODEL["name"], MODEL["local_files_only"])
@@ -79,7 +79,7 @@ def features_settings(*families):
     """The features: keys that change these families' values (tracked as params)."""
     out = {}
     for family in families:
-        out.update(family_settings(family, config["features"]))
+        out.update(family_config(family, config["features"]))
     return out
 
 
