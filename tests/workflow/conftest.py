@@ -56,7 +56,7 @@ def workflow_env(workdir: Path) -> dict[str, str]:
 
 
 def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
-    """Copy Snakefile, workflow/, config/, envs/ and resources/ (without the NSD download
+    """Copy Snakefile, workflow/, config/ and resources/ (without the NSD download
     folder resources/nsd) of the repository into `dest`.
 
     Writes `config/test.yaml` with TEST_CONFIG updated by `config_overrides` (merged
@@ -65,7 +65,7 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config", "envs"):
+    for folder in ("workflow", "config"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
     # Small inputs shipped with the repository (the tiny tokenizer), not downloads.
     shutil.copytree(

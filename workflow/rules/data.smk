@@ -21,7 +21,7 @@ if SYNTHETIC:
             mem_mb=4000,
             runtime=15,
         conda:
-            "../../envs/cpu.yaml"
+            "../envs/cpu.yaml"
         script:
             "../scripts/synthetic_nsd.py"
 
@@ -45,7 +45,7 @@ rule stimuli_table:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/stimuli_table.py"
 
@@ -77,7 +77,7 @@ rule ingest:
         mem_mb=6000,
         runtime=120,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/ingest.py"
 
@@ -140,7 +140,7 @@ if not SYNTHETIC:
             mem_mb=512,
             runtime=download_runtime,
         conda:
-            "../../envs/cpu.yaml"
+            "../envs/download.yaml"
         script:
             "../scripts/download_nsd.py"
 
@@ -162,7 +162,7 @@ if not SYNTHETIC:
                 mem_mb=512,
                 runtime=60,
             conda:
-                "../../envs/cpu.yaml"
+                "../envs/download.yaml"
             script:
                 "../scripts/download_coco.py"
 # <<< download rules

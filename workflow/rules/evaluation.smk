@@ -7,7 +7,7 @@ EVAL = config["evaluation"]
 # share the 2 demo cores); pretrained ViT-L/14 and friends want a GPU.
 EVAL_RANDOM = EVAL["metrics_weights"] == "random"
 EVAL_GPU = 0 if EVAL_RANDOM else 1
-EVAL_ENV = "../../envs/cpu.yaml" if EVAL_RANDOM else "../../envs/gpu.yaml"
+EVAL_ENV = "../envs/cpu.yaml" if EVAL_RANDOM else "../envs/gpu.yaml"
 EVAL_THREADS = 1 if EVAL_RANDOM else 2
 
 # The config keys that decide the networks' weights (tracked as params).
@@ -109,7 +109,7 @@ rule evaluation_summary:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/evaluate_summary.py"
 

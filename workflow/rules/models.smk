@@ -16,7 +16,7 @@ TINY_MODEL_DIR = "results/models/tiny"
 TINY_TOKENIZER_DIR = os.path.join(REPO_DIR, "resources", "tiny_tokenizer")
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
-FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
+FEATURES_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
 # The tiny model's small ops gain nothing from a second thread (and lose a lot on a
 # busy machine); the real model's CPU side (image resizing, I/O) uses two.
 FEATURES_THREADS = 1 if TINY_MODEL else 2
