@@ -29,7 +29,7 @@ system-deps:
 	  || echo "note: inkscape not installed; flatmaps are drawn without ROI outlines"; }
 
 demo: install system-deps
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/demo.yaml --cores $(CORES)
+	$(BIN)/snakemake --configfile config/demo.yaml --cores $(CORES)
 
 test: install
 	$(BIN)/python -m pytest --durations=15

@@ -180,7 +180,7 @@ def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
     work = tmp_path / "wf"
     work.mkdir()
     shutil.copy2(repo / "Snakefile", work / "Snakefile")
-    for folder in ("workflow", "config", "envs"):
+    for folder in ("workflow", "config"):
         shutil.copytree(repo / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (work / "resources").symlink_to(repo / "resources")
     overrides = {"data": {"subjects": [1]},

@@ -36,7 +36,7 @@ from botocore import UNSIGNED
 from botocore.config import Config
 from tqdm import tqdm
 
-from brainldm.nsd import COCO_KINDS, SESSIONS_PER_SUBJECT, NSDError, relpath
+from brainldm.nsd_layout import COCO_KINDS, SESSIONS_PER_SUBJECT, NSDError, relpath
 
 #: Bytes read from the network per write (and per progress update).
 CHUNK_SIZE = 1 << 20

@@ -31,26 +31,17 @@ import numpy as np
 import pandas as pd
 
 from brainldm import nsd
+from brainldm.feature_keys import family_keys
 from brainldm.features import (FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs,
                                progress)
 
-#: Settings that change each family's output (besides the model and dtype).
-FAMILY_KEYS = {
-    "z": ("z_resolution", "z_posterior", "seed"),
-    "c": (),
-    "zc": ("num_inference_steps", "guidance_scale", "eta", "strengths", "stage_strength", "fractions", "seed"),
-    "unet": ("num_inference_steps", "guidance_scale", "eta", "stage_strength", "fractions", "seed",
-             "unet_layers", "unet_pool_size"),
-}
-#: Settings that only change how the work is cut (not the values).
-BATCHING_KEYS = ("batch_size", "shard_size", "dtype")
-
 
 def family_settings(family: str, section: dict | FeatureSettings | None) -> dict:
-    """The keys of the ``features:`` section that one family depends on (for Snakemake params)."""
+    """The keys of the ``features:`` section that one family depends on, checked (the workflow's
+    params use :func:`brainldm.feature_keys.family_config`, which equals this for its config)."""
     s = section if isinstance(section, FeatureSettings) else FeatureSettings.from_config(section)
     d = s.as_dict()
-    return {k: d[k] for k in (*FAMILY_KEYS[family], *BATCHING_KEYS)}
+    return {k: d[k] for k in family_keys(family)}
 
 
 def read_stimuli_table(file: str | os.PathLike) -> pd.DataFrame:

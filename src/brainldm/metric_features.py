@@ -50,6 +50,13 @@ import torchvision
 import torchvision.transforms.v2.functional as TF
 from torchvision.models.feature_extraction import create_feature_extractor
 
+from brainldm.metric_weights import (  # WeightsConfig, MetricWeightsError, missing_weights re-exported
+    MetricWeightsError,
+    WeightsConfig,
+    missing_weights,
+    swav_file,
+    torchvision_file,
+)
 from brainldm.weights import WeightsHashError, check_hash_in_name
 
 log = logging.getLogger(__name__)
@@ -79,13 +86,6 @@ SMALL_CLIP = dict(
     patch_size=14,
     projection_dim=768,
 )
-
-WEIGHTS_MODES = ("pretrained", "random")
-
-
-class MetricWeightsError(ValueError):
-    """A weights file exists but cannot be used; the message names the file and the fix."""
-
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -229,30 +229,6 @@ def reuse_freed_memory() -> bool:
 
 
 @dataclass
-class WeightsConfig:
-    """Where the networks' weights come from (config section ``evaluation``).
-
-    mode: "pretrained" or "random"; seed: seed of the random weights; torch_weights_dir:
-    folder holding torchvision's checkpoint files under their download names ("" = the
-    torch hub cache, ``$TORCH_HOME/hub/checkpoints``); clip_model: Hugging Face id (local
-    cache only) or folder of CLIPVisionModelWithProjection; swav_weights: path of SwAV's
-    ``swav_800ep_pretrain.pth.tar`` ("" = unavailable).
-    """
-
-    mode: str = "pretrained"
-    seed: int = 0
-    torch_weights_dir: str = ""
-    clip_model: str = "openai/clip-vit-large-patch14"
-    swav_weights: str = ""
-
-    def __post_init__(self) -> None:
-        if self.mode not in WEIGHTS_MODES:
-            raise MetricWeightsError(
-                f"evaluation.metrics_weights is {self.mode!r}; use one of {WEIGHTS_MODES}"
-            )
-
-
-@dataclass
 class LoadedNetwork:
     """A network in eval mode (or None when unavailable) and a label of its weights."""
 
@@ -266,60 +242,6 @@ def _seeded(seed: int, name: str) -> None:
     torch.manual_seed(seed * 1000 + sum(map(ord, name)))
 
 
-def _torchvision_file(name: str, cfg: WeightsConfig) -> tuple[Path, str]:
-    """Where torchvision network ``name``'s checkpoint must be, and why it is not there ("" if it is)."""
-    _, enum_name, member = _TORCHVISION[name]
-    url = getattr(getattr(torchvision.models, enum_name), member).url
-    folder = Path(cfg.torch_weights_dir) if cfg.torch_weights_dir else Path(torch.hub.get_dir()) / "checkpoints"
-    path = folder / os.path.basename(url)
-    if path.is_file():
-        return path, ""
-    return path, f"{path} not found (put {url} there, or set evaluation.torch_weights_dir)"
-
-
-def _swav_file(cfg: WeightsConfig) -> tuple[Path | None, str]:
-    """SwAV's checkpoint path, and why it is not usable ("" if it is a file)."""
-    path = Path(cfg.swav_weights) if cfg.swav_weights else None
-    if path is not None and path.is_file():
-        return path, ""
-    return path, (
-        f"evaluation.swav_weights={cfg.swav_weights!r} is not a file (set it to a local copy of "
-        "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar)"
-    )
-
-
-def _clip_missing(cfg: WeightsConfig) -> str:
-    """Why CLIP cannot be loaded from a folder or the local Hugging Face cache ("" if it can), without loading it."""
-    if Path(cfg.clip_model).is_dir():
-        return "" if (Path(cfg.clip_model) / "config.json").is_file() else f"folder {cfg.clip_model} has no config.json"
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        cached = try_to_load_from_cache(cfg.clip_model, "config.json")
-    except ValueError:  # not a valid repo id
-        cached = None
-    if isinstance(cached, str):
-        return ""
-    return (
-        f"{cfg.clip_model!r} is not in the local Hugging Face cache nor a folder "
-        f"(fetch it with: hf download {cfg.clip_model})"
-    )
-
-
-def missing_weights(cfg: WeightsConfig) -> dict[str, str]:
-    """{network: why its pretrained weights are missing} without loading any network.
-
-    Empty for ``mode="random"``. A missing network is scored as ``unavailable`` (NaN);
-    the workflow warns at start-up so that is never a surprise after the GPU hours.
-    """
-    if cfg.mode == "random":
-        return {}
-    reasons = {name: _torchvision_file(name, cfg)[1] for name in _TORCHVISION}
-    reasons["swav"] = _swav_file(cfg)[1]
-    reasons["clip"] = _clip_missing(cfg)
-    return {name: why for name, why in reasons.items() if why}
-
-
 def _build_torchvision(name: str, cfg: WeightsConfig) -> LoadedNetwork:
     builder_name, enum_name, member = _TORCHVISION[name]
     builder = getattr(torchvision.models, builder_name)
@@ -328,7 +250,7 @@ def _build_torchvision(name: str, cfg: WeightsConfig) -> LoadedNetwork:
         _seeded(cfg.seed, name)
         return LoadedNetwork(name, builder(weights=None, **kwargs).eval(), f"random(seed={cfg.seed})")
     weights = getattr(getattr(torchvision.models, enum_name), member)
-    path, reason = _torchvision_file(name, cfg)
+    path, reason = torchvision_file(name, cfg)
     label = f"{enum_name}.{weights.name}"
     if reason:
         log.warning("%s weights unavailable: %s", name, reason)
@@ -354,7 +276,7 @@ def _build_swav(cfg: WeightsConfig) -> LoadedNetwork:
     if cfg.mode == "random":
         _seeded(cfg.seed, "swav")
         return LoadedNetwork("swav", torchvision.models.resnet50(weights=None).eval(), f"random(seed={cfg.seed})")
-    path, reason = _swav_file(cfg)
+    path, reason = swav_file(cfg)
     if reason:
         log.warning("swav weights unavailable: %s", reason)
         return LoadedNetwork("swav", None, "unavailable", reason)

@@ -1,4 +1,6 @@
-"""NSD file layout and one reader per file kind.
+"""NSD file layout and one reader per file kind (the layout, the subjects and the
+trial-table reader live in :mod:`brainldm.nsd_layout`, importable while the workflow
+parses, and are re-exported here).
 
 Every stage reads NSD files (real or synthetic) only through this module, so the
 synthetic generator is checked by reading its files back with these readers.
@@ -19,11 +21,19 @@ import numpy as np
 import pandas as pd
 import scipy.io
 
+from brainldm.nsd_layout import (  # re-exported: the layout lives where parsing can import it
+    COCO_KINDS,
+    SESSIONS_PER_SUBJECT,
+    NSDError,
+    path,
+    read_responses,
+    relpath,
+    require as _require,
+    subject_name,
+)
+
 #: NSD's betas are percent signal change multiplied by this factor, stored as int16.
 BETA_SCALE = 300.0
-
-#: Sessions each NSD subject completed (subj01..subj08).
-SESSIONS_PER_SUBJECT = {1: 40, 2: 40, 3: 32, 4: 30, 5: 40, 6: 32, 7: 40, 8: 30}
 
 #: Label values of NSD's ROI atlases.
 STREAMS_LABELS = {
@@ -31,72 +41,6 @@ STREAMS_LABELS = {
     5: "ventral", 6: "lateral", 7: "parietal",
 }
 PRF_VISUALROIS_LABELS = {1: "V1v", 2: "V1d", 3: "V2v", 4: "V2d", 5: "V3v", 6: "V3d", 7: "hV4"}
-
-_BETAS = "nsddata_betas/ppdata/{subject}/func1pt8mm/betas_fithrf_GLMdenoise_RR"
-_FUNC = "nsddata/ppdata/{subject}/func1pt8mm"
-_STIM = "nsddata_stimuli/stimuli/nsd"
-_LAYOUT = {
-    "betas_hdf5": _BETAS + "/betas_session{session:02d}.hdf5",
-    "betas_nifti": _BETAS + "/betas_session{session:02d}.nii.gz",
-    "brainmask": _FUNC + "/brainmask.nii.gz",
-    "roi_streams": _FUNC + "/roi/streams.nii.gz",
-    "roi_prf-visualrois": _FUNC + "/roi/prf-visualrois.nii.gz",
-    "roi_nsdgeneral": _FUNC + "/roi/nsdgeneral.nii.gz",
-    "responses": "nsddata/ppdata/{subject}/behav/responses.tsv",
-    "expdesign": "nsddata/experiments/nsd/nsd_expdesign.mat",
-    "stim_info": "nsddata/experiments/nsd/nsd_stim_info_merged.csv",
-    "stimuli": _STIM + "/nsd_stimuli.hdf5",
-    "captions_train": _STIM + "/annotations/captions_train2017.json",
-    "captions_val": _STIM + "/annotations/captions_val2017.json",
-}
-#: NSD file kinds that are not in the NSD bucket (COCO's annotation archive).
-COCO_KINDS = ("captions_train", "captions_val")
-
-
-class NSDError(ValueError):
-    """Bad or missing NSD input; the message names the file and the fix."""
-
-
-def subject_name(subject: int | str) -> str:
-    """``1`` or ``"subj01"`` -> ``"subj01"``; rejects subjects NSD does not have."""
-    if isinstance(subject, str):
-        if not (subject.startswith("subj") and subject[4:].isdigit()):
-            raise NSDError(f"unknown subject {subject!r}: NSD subjects are subj01..subj08")
-        subject = int(subject[4:])
-    if subject not in SESSIONS_PER_SUBJECT:
-        raise NSDError(f"unknown subject {subject!r}: NSD subjects are 1..8 (subj01..subj08)")
-    return f"subj{subject:02d}"
-
-
-def relpath(kind: str, subject: int | str | None = None, session: int | str | None = None) -> str:
-    """Key of one NSD file inside nsd_root (= its key in the NSD bucket)."""
-    if kind not in _LAYOUT:
-        raise KeyError(f"unknown NSD file kind {kind!r}; known: {sorted(_LAYOUT)}")
-    fields = {}
-    if "{subject}" in _LAYOUT[kind]:
-        if subject is None:
-            raise ValueError(f"NSD file kind {kind!r} needs a subject")
-        fields["subject"] = subject_name(subject)
-    if "{session" in _LAYOUT[kind]:
-        if session is None:
-            raise ValueError(f"NSD file kind {kind!r} needs a session")
-        fields["session"] = int(session)
-    return _LAYOUT[kind].format(**fields)
-
-
-def path(root: str | os.PathLike, kind: str, subject=None, session=None) -> Path:
-    """Absolute-or-relative path of one NSD file under ``root``."""
-    return Path(root) / relpath(kind, subject=subject, session=session)
-
-
-def _require(file: str | os.PathLike) -> Path:
-    file = Path(file)
-    if not file.exists():
-        raise NSDError(
-            f"missing NSD file {file}: run the workflow's download rules "
-            "(data.source: nsd) or point data.nsd_root at a complete copy of NSD"
-        )
-    return file
 
 
 # ---------------------------------------------------------------- volumes
@@ -200,27 +144,6 @@ def read_betas(file: str | os.PathLike, voxels: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- design
-def read_responses(file: str | os.PathLike) -> pd.DataFrame:
-    """responses.tsv: one row per trial; adds ``nsd_id`` = 73KID - 1 (0-based)."""
-    file = _require(file)
-    try:
-        table = pd.read_csv(file, sep="\t")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise NSDError(f"cannot read {file} ({err}): it is not NSD's tab-separated responses.tsv; fetch it again") from err
-    missing = {"SESSION", "TRIAL", "73KID"} - set(table.columns)
-    if missing:
-        raise NSDError(f"{file} lacks the columns {sorted(missing)} of NSD's responses.tsv; fetch it again")
-    ids = pd.to_numeric(table["73KID"], errors="coerce")
-    bad = np.flatnonzero(ids.isna().to_numpy() | (ids.to_numpy() % 1 != 0) | (ids.to_numpy() < 1))
-    if bad.size:
-        raise NSDError(
-            f"{file} has an empty or non-integer 73KID cell in data row {int(bad[0]) + 1} "
-            f"(line {int(bad[0]) + 2}; {bad.size} such rows): every trial needs its image id 1..73000; fetch the file again"
-        )
-    table["nsd_id"] = ids.astype(np.int64) - 1
-    return table
-
-
 def read_expdesign(file: str | os.PathLike) -> dict[str, np.ndarray]:
     """nsd_expdesign.mat: masterordering, subjectim, sharedix, kept 1-based as stored."""
     file = _require(file)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from brainldm.nsd import COCO_KINDS, relpath
+from brainldm.nsd_layout import COCO_KINDS, relpath
 
 #: Seconds to wait for the bucket when asking for the size of missing files.
 HEAD_TIMEOUT = 3.0
@@ -146,7 +146,7 @@ def summary(
 def available_sessions(root: str | os.PathLike, subjects: Sequence[str]) -> dict[str, int]:
     """Sessions each subject has: the highest SESSION of its responses.tsv under ``root``
     when that file is there, else the count NSD published (SESSIONS_PER_SUBJECT)."""
-    from brainldm.nsd import SESSIONS_PER_SUBJECT, path, read_responses
+    from brainldm.nsd_layout import SESSIONS_PER_SUBJECT, path, read_responses
 
     out = {}
     for subject in subjects:
@@ -169,7 +169,7 @@ def resolve_sessions(
     and its count), or a mapping {subject (1 or "subj01"): "all" or n}, which must
     name every configured subject. available: {subject: sessions it has}.
     """
-    from brainldm.nsd import NSDError, subject_name
+    from brainldm.nsd_layout import NSDError, subject_name
 
     if isinstance(setting, Mapping):
         per = {}

@@ -9,6 +9,7 @@ config/), never in the repository itself, so the tests neither lock the reposito
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -24,16 +25,13 @@ from typing import Iterator
 import pytest
 import yaml
 
+from brainldm.model_files import REQUIRED_COMPONENTS
+
 REPO = Path(__file__).resolve().parents[2]
 
-# Overrides merged over config/demo.yaml for the test runs: the demo made smaller
-# (420 instead of 600 trials and 30 instead of 40 test images per subject, one sample
-# per reconstruction) so that the shared run stays within the test budget; 30 test
-# images keep enough power for the encoding models' planted-structure checks.
-TEST_CONFIG: dict = {
-    "synthetic": {"trials_per_session": 105, "n_shared_images": 30, "n_images": 910},
-    "reconstruction": {"n_samples": 1, "grid_images": 4},
-}
+# Overrides merged over config/demo.yaml for the test runs (the demo made smaller; the
+# file says how): the catalog's place for a workflow's test config.
+TEST_CONFIG: dict = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
 # What the shared demo run (and every command without explicit targets) asks for;
 # empty: `rule all`, the whole DAG.
 DEMO_TARGETS: list[str] = []
@@ -58,7 +56,7 @@ def workflow_env(workdir: Path) -> dict[str, str]:
 
 
 def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
-    """Copy Snakefile, workflow/, config/, envs/ and resources/ (without the NSD download
+    """Copy Snakefile, workflow/, config/ and resources/ (without the NSD download
     folder resources/nsd) of the repository into `dest`.
 
     Writes `config/test.yaml` with TEST_CONFIG updated by `config_overrides` (merged
@@ -67,7 +65,7 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
-    for folder in ("workflow", "config", "envs"):
+    for folder in ("workflow", "config"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
     # Small inputs shipped with the repository (the tiny tokenizer), not downloads.
     shutil.copytree(
@@ -80,6 +78,18 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     overrides = deep_update(dict(TEST_CONFIG), config_overrides or {})
     (dest / "config" / "test.yaml").write_text(yaml.safe_dump(overrides or {}))
     return dest
+
+
+def model_folder_layout(folder: Path) -> None:
+    """A folder with every file the parse-time model check looks for (empty stand-ins: a dry
+    run loads nothing)."""
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({c: ["diffusers", "X"] for c in REQUIRED_COMPONENTS}))
+    for component, (configs, weights) in REQUIRED_COMPONENTS.items():
+        (folder / component).mkdir()
+        (folder / component / configs[0]).write_text("{}")
+        if weights:
+            (folder / component / f"{weights[0]}.safetensors").write_bytes(b"")
 
 
 def deep_update(base: dict, extra: dict) -> dict:

@@ -6,28 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 
-import json
-
 import yaml
 
-from brainldm.models import REQUIRED_COMPONENTS
-from tests.workflow.conftest import copy_workflow, snakemake_command, workflow_env
+from tests.workflow.conftest import copy_workflow, model_folder_layout, snakemake_command, workflow_env
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", stdout, re.M)}
-
-
-def _model_folder_layout(folder):
-    """A folder with every file the parse-time model check looks for (empty stand-ins: a dry
-    run loads nothing)."""
-    folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({c: ["diffusers", "X"] for c in REQUIRED_COMPONENTS}))
-    for component, (configs, weights) in REQUIRED_COMPONENTS.items():
-        (folder / component).mkdir()
-        (folder / component / configs[0]).write_text("{}")
-        if weights:
-            (folder / component / f"{weights[0]}.safetensors").write_bytes(b"")
 
 
 def test_directory_elsewhere_uses_the_workflow_base_config(tmp_path):
@@ -36,7 +21,7 @@ def test_directory_elsewhere_uses_the_workflow_base_config(tmp_path):
     assert base["data"]["source"] != "synthetic"  # the base config is the real run's
     work = tmp_path / "elsewhere"
     work.mkdir()
-    _model_folder_layout(tmp_path / "sd")  # the base config's hub id is not cached here
+    model_folder_layout(tmp_path / "sd")  # the base config's hub id is not cached here
     (work / "my.yaml").write_text(yaml.safe_dump({"reconstruction": {"shards": 2},
                                                   "model": {"name": str(tmp_path / "sd")}}))
     out = subprocess.run([*snakemake_command(), "-n", "--cores", "1", "-s", str(wf / "Snakefile"),

@@ -2,9 +2,9 @@
 import os
 import sys
 
-from brainldm import nsd, nsd_copy
+from brainldm import nsd_copy, nsd_layout
 
-SUBJECTS = [nsd.subject_name(s) for s in config["data"]["subjects"]]
+SUBJECTS = [nsd_layout.subject_name(s) for s in config["data"]["subjects"]]
 NSD_ROOT = config["data"]["nsd_root"]
 SYNTHETIC = config["data"]["source"] == "synthetic"
 
@@ -15,7 +15,7 @@ def synthetic_sessions():
     n, quirks = config["synthetic"]["n_sessions"], config["synthetic"]["nsd_quirks"]
     subjects = list(config["data"]["subjects"])
     return {
-        nsd.subject_name(s): n - 1 if quirks and n > 1 and i % 2 == 1 else n
+        nsd_layout.subject_name(s): n - 1 if quirks and n > 1 and i % 2 == 1 else n
         for i, s in enumerate(subjects)
     }
 
@@ -51,8 +51,8 @@ def all_targets():
 
 
 def nsd_file(kind, subject=None, session=None):
-    """Path of one NSD file under nsd_root (see brainldm.nsd.relpath)."""
-    return os.path.join(NSD_ROOT, nsd.relpath(kind, subject=subject, session=session))
+    """Path of one NSD file under nsd_root (see brainldm.nsd_layout.relpath)."""
+    return os.path.join(NSD_ROOT, nsd_layout.relpath(kind, subject=subject, session=session))
 
 
 def betas_files(wildcards):

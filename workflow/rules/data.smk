@@ -21,7 +21,7 @@ if SYNTHETIC:
             mem_mb=4000,
             runtime=15,
         conda:
-            "../../envs/cpu.yaml"
+            "../envs/cpu.yaml"
         script:
             "../scripts/synthetic_nsd.py"
 
@@ -45,7 +45,7 @@ rule stimuli_table:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/stimuli_table.py"
 
@@ -77,7 +77,7 @@ rule ingest:
         mem_mb=6000,
         runtime=120,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/ingest.py"
 
@@ -100,7 +100,7 @@ if not SYNTHETIC:
     NSD_MISSING_COCO = {
         name: nsd_file(kind)
         for name, kind in (("train", "captions_train"), ("val", "captions_val"))
-        if nsd.relpath(kind) in NSD_MISSING
+        if nsd_layout.relpath(kind) in NSD_MISSING
     }
     if workflow.is_main_process:  # once, in the process that plans the DAG (not in each job)
         print(
@@ -140,7 +140,7 @@ if not SYNTHETIC:
             mem_mb=512,
             runtime=download_runtime,
         conda:
-            "../../envs/cpu.yaml"
+            "../envs/download.yaml"
         script:
             "../scripts/download_nsd.py"
 
@@ -162,7 +162,7 @@ if not SYNTHETIC:
                 mem_mb=512,
                 runtime=60,
             conda:
-                "../../envs/cpu.yaml"
+                "../envs/download.yaml"
             script:
                 "../scripts/download_coco.py"
 # <<< download rules

@@ -29,7 +29,7 @@ rule decode:
         runtime=decoding_runtime,
         gpu=DECODING_GPU,
     conda:
-        "../../envs/gpu.yaml" if DECODING_GPU else "../../envs/cpu.yaml"
+        "../envs/gpu.yaml" if DECODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/decode.py"
 
@@ -50,7 +50,7 @@ rule decoding_scores:
         mem_mb=500,
         runtime=5,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/decoding_scores.py"
 

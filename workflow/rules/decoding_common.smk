@@ -27,7 +27,7 @@ RECON_SHARDS = list(range(RECON["shards"]))
 RECON_SHARD_SETTINGS = {k: v for k, v in RECON.items() if not k.startswith("grid_")}
 # The tiny model is CPU work (one thread each, so two jobs share the 2 demo cores).
 RECON_GPU = 0 if TINY_MODEL else 1
-RECON_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
+RECON_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
 RECON_THREADS = 1 if TINY_MODEL else 2
 # Minutes per shard: about 40 s per test image with SD v1.4 on one GPU for the three
 # conditions x 5 samples at 512 px, with a wide margin; NSD has at most 1000 test images.

@@ -28,7 +28,7 @@ rule encode_single:
         runtime=10 if SYNTHETIC else 240,
         gpu=ENCODING_GPU,
     conda:
-        "../../envs/gpu.yaml" if ENCODING_GPU else "../../envs/cpu.yaml"
+        "../envs/gpu.yaml" if ENCODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/encode.py"
 
@@ -54,7 +54,7 @@ rule encode_noise:
         runtime=10 if SYNTHETIC else 480,
         gpu=ENCODING_GPU,
     conda:
-        "../../envs/gpu.yaml" if ENCODING_GPU else "../../envs/cpu.yaml"
+        "../envs/gpu.yaml" if ENCODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/encode.py"
 
@@ -80,7 +80,7 @@ rule encode_stage:
         runtime=10 if SYNTHETIC else 480,
         gpu=ENCODING_GPU,
     conda:
-        "../../envs/gpu.yaml" if ENCODING_GPU else "../../envs/cpu.yaml"
+        "../envs/gpu.yaml" if ENCODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/encode.py"
 
@@ -105,7 +105,7 @@ rule encode_layers:
         runtime=10 if SYNTHETIC else 480,
         gpu=ENCODING_GPU,
     conda:
-        "../../envs/gpu.yaml" if ENCODING_GPU else "../../envs/cpu.yaml"
+        "../envs/gpu.yaml" if ENCODING_GPU else "../envs/cpu.yaml"
     script:
         "../scripts/encode.py"
 
@@ -139,7 +139,7 @@ rule encoding_maps:
         mem_mb=2000,
         runtime=15,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/flatmaps.py"
 

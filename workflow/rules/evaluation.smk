@@ -7,7 +7,7 @@ EVAL = config["evaluation"]
 # share the 2 demo cores); pretrained ViT-L/14 and friends want a GPU.
 EVAL_RANDOM = EVAL["metrics_weights"] == "random"
 EVAL_GPU = 0 if EVAL_RANDOM else 1
-EVAL_ENV = "../../envs/cpu.yaml" if EVAL_RANDOM else "../../envs/gpu.yaml"
+EVAL_ENV = "../envs/cpu.yaml" if EVAL_RANDOM else "../envs/gpu.yaml"
 EVAL_THREADS = 1 if EVAL_RANDOM else 2
 
 # The config keys that decide the networks' weights (tracked as params).
@@ -23,7 +23,7 @@ EVAL_WEIGHTS = {
 # With pretrained weights, say at start-up which metric networks will be scored as
 # unavailable (NaN), before any GPU hour is spent.
 if workflow.is_main_process and not EVAL_RANDOM:
-    from brainldm.metric_features import WeightsConfig, missing_weights
+    from brainldm.metric_weights import WeightsConfig, missing_weights
 
     for _name, _why in missing_weights(WeightsConfig(**EVAL_WEIGHTS)).items():
         print(f"warning: metric network {_name} will be reported as unavailable: {_why}", file=sys.stderr)
@@ -109,7 +109,7 @@ rule evaluation_summary:
         mem_mb=2000,
         runtime=10,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/evaluate_summary.py"
 

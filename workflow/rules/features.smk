@@ -26,7 +26,7 @@ rule build_tiny_model:
         mem_mb=1500,
         runtime=5,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/build_tiny_model.py"
 

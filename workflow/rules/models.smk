@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from brainldm.feature_shards import family_settings
+from brainldm.feature_keys import family_config
 
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
@@ -13,10 +13,10 @@ TINY_MODEL_DIR = "results/models/tiny"
 # The tiny model's hand-made tokenizer ships with the repository: an absolute path, the
 # same whichever folder snakemake runs in (--directory), so a run from another working
 # directory does not see a changed input set.
-TINY_TOKENIZER_DIR = os.path.join(workflow.basedir, "resources", "tiny_tokenizer")
+TINY_TOKENIZER_DIR = os.path.join(REPO_DIR, "resources", "tiny_tokenizer")
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
-FEATURES_ENV = "../../envs/cpu.yaml" if TINY_MODEL else "../../envs/gpu.yaml"
+FEATURES_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
 # The tiny model's small ops gain nothing from a second thread (and lose a lot on a
 # busy machine); the real model's CPU side (image resizing, I/O) uses two.
 FEATURES_THREADS = 1 if TINY_MODEL else 2
@@ -33,7 +33,7 @@ def check_model():
     by the workflow and exempt."""
     if TINY_MODEL:
         return
-    from brainldm.models import ModelError, check_model_folder, resolve_model
+    from brainldm.model_files import ModelError, check_model_folder, resolve_model
 
     try:
         source = resolve_model(MODEL["name"], MODEL["local_files_only"])
@@ -79,7 +79,7 @@ def features_settings(*families):
     """The features: keys that change these families' values (tracked as params)."""
     out = {}
     for family in families:
-        out.update(family_settings(family, config["features"]))
+        out.update(family_config(family, config["features"]))
     return out
 
 

@@ -57,7 +57,7 @@ rule reconstruct_gather:
         runtime=30 if not TINY_MODEL else 5,
         disk_mb=RECON_GATHER_DISK_MB,
     conda:
-        "../../envs/cpu.yaml"
+        "../envs/cpu.yaml"
     script:
         "../scripts/reconstruct_gather.py"
 
