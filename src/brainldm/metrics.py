@@ -36,6 +36,16 @@ from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
 from brainldm.brain_correlation import ORIGINAL as BRAIN_ORIGINAL
 from brainldm.io import atomic_path
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
+from brainldm.scores import (
+    correlation_distance,
+    own_correlations,
+    pixel_correlations,
+    retrieval_top1,
+    ssim_scores,
+    standardize_rows,
+    takagi_identification,
+    two_way_identification,
+)
 
 #: The CLIP feature space whose image embeddings the reconstruction retrieval uses.
 RETRIEVAL_CLIP_KEY = "mindeye/clip"
@@ -175,7 +185,7 @@ def score_subject(
         orig_z: dict[str, list[np.ndarray]] = {}
         for a in range(0, n, step):
             for key, x in nets.extract(original[a : a + step]).items():
-                orig_z.setdefault(key, []).append(ident.standardize_rows(x))
+                orig_z.setdefault(key, []).append(standardize_rows(x))
                 if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
                     clip_embeddings.setdefault("_original", []).append(x)
         if clip_embeddings is not None and "_original" in clip_embeddings:
@@ -197,7 +207,7 @@ def score_subject(
                 recon = ds[a:b]  # (m, s, H, W, 3)
                 flat = recon.reshape((-1,) + recon.shape[2:])
                 for key, x in nets.extract(flat).items():
-                    z = ident.standardize_rows(x)
+                    z = standardize_rows(x)
                     r[key][:, a:b, :] = (orig_feats[key] @ z.T).reshape(n, b - a, s)
                     if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
                         if emb is None:
@@ -205,8 +215,8 @@ def score_subject(
                         emb[a:b] = x.reshape(b - a, s, -1)
                 po = pixel_images(original[a:b], nets.image_size)
                 pr = pixel_images(recon, nets.image_size)
-                pix[a:b] = ident.pixel_correlations(po, pr)
-                ssim[a:b] = ident.ssim_scores(po, pr)
+                pix[a:b] = pixel_correlations(po, pr)
+                ssim[a:b] = ssim_scores(po, pr)
             if emb is not None:
                 clip_embeddings[cond] = emb
             scores = _image_scores(r, pix, ssim, nets, n)
@@ -219,7 +229,7 @@ def score_subject(
                          unit=m.unit, score=float(v), weights=w)
                     for i, v in zip(nsd_id, values)
                 ]
-            sims = {f"{sp.convention}/{sp.metric}": ident.own_correlations(r[sp.key]) for sp in FEATURE_SPECS if sp.key in r}
+            sims = {f"{sp.convention}/{sp.metric}": own_correlations(r[sp.key]) for sp in FEATURE_SPECS if sp.key in r}
             sims["mindeye/pixcorr"], sims["mindeye/ssim"] = pix, ssim
             for key, sim in sims.items():
                 conv, metric = key.split("/")
@@ -243,11 +253,11 @@ def _image_scores(r: dict, pix: np.ndarray, ssim: np.ndarray, nets: MetricNetwor
         if key not in r:
             out[key] = np.full(n, np.nan)
         elif spec.kind == "distance":
-            out[key] = ident.correlation_distance(r[key])
+            out[key] = correlation_distance(r[key])
         elif spec.convention == "takagi":
-            out[key] = 100.0 * ident.takagi_identification(r[key])
+            out[key] = 100.0 * takagi_identification(r[key])
         else:
-            out[key] = 100.0 * ident.two_way_identification(r[key])
+            out[key] = 100.0 * two_way_identification(r[key])
     out["mindeye/pixcorr"] = pix.mean(axis=1)
     out["mindeye/ssim"] = ssim.mean(axis=1)
     return {m.convention + "/" + m.metric: out[m.convention + "/" + m.metric] for m in METRICS}
@@ -331,14 +341,14 @@ def retrieval_table(
         if pool > n_images:
             log.info("retrieval pool %d capped at the %d test images (chance 1/%d)", pool, n_images, n_images)
         add(DECODED_C, "decoded c vs true c (flattened, cosine)", "none (features c)",
-            [ident.retrieval_top1(decoded, true, pool, draws, seed)])
+            [retrieval_top1(decoded, true, pool, draws, seed)])
     if "original" in clip_embeddings:
         orig = clip_embeddings["original"]
         n_images = len(orig)
         for cond, emb in clip_embeddings.items():
             if cond == "original":
                 continue
-            res = [ident.retrieval_top1(emb[:, k], orig, pool, draws, seed) for k in range(emb.shape[1])]
+            res = [retrieval_top1(emb[:, k], orig, pool, draws, seed) for k in range(emb.shape[1])]
             add(cond, f"CLIP image embeddings ({RETRIEVAL_CLIP_KEY}) of reconstructions vs originals",
                 clip_weights, res)
     return pd.DataFrame(rows, columns=RETRIEVAL_COLUMNS)
