@@ -13,7 +13,7 @@ Units of ``accuracy`` (column ``unit``): two-way identification in percent corre
 (chance 50); PixCorr a Pearson r and SSIM an index (higher is better); EffNet-B1 and SwAV
 a correlation distance 1 - r (lower is better); retrieval top-1 in percent correct
 (chance 100 / pool). ``metrics.csv`` also says each row's chance level and, for two-way
-identification, Brain-Diffuser's binomial p-value (:func:`brainldm.identification.p_binomial`).
+identification, Brain-Diffuser's binomial p-value (:func:`brainldm.stats.p_binomial`).
 All numbers use every sample: a
 best-of-samples selection for figures lives in :mod:`brainldm.selection`.
 """
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from brainldm import identification as ident
+from brainldm import stats
 from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
 from brainldm.brain_correlation import ORIGINAL as BRAIN_ORIGINAL
 from brainldm.io import atomic_path
@@ -421,7 +421,7 @@ def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
     accuracy: mean over images; sem: scipy.stats.sem over images; n: images with a score;
     chance: 50 for two-way identification (NaN otherwise); p_binomial: Brain-Diffuser's
     one-sided binomial p-value of the identification accuracy over n (n - 1) comparisons
-    (:func:`brainldm.identification.p_binomial`); ci_low/ci_high: NaN (retrieval only).
+    (:func:`brainldm.stats.p_binomial`); ci_low/ci_high: NaN (retrieval only).
     """
     rows = []
     for (subj, cond, conv, metric), g in scores.groupby(["subject", "condition", "convention", "metric"], sort=False):
@@ -429,13 +429,13 @@ def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
         ok = ~np.isnan(v)
         rows.append(dict(
             subject=subj, condition=cond, convention=conv, metric=metric,
-            accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=ident.sem(v), n=int(ok.sum()),
+            accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=stats.sem(v), n=int(ok.sum()),
             weights=";".join(dict.fromkeys(g["weights"])), unit=g["unit"].iloc[0],
         ))
         is_ident = rows[-1]["unit"] == UNIT_IDENT
         rows[-1].update(
             chance=50.0 if is_ident else float("nan"),
-            p_binomial=ident.p_binomial(rows[-1]["accuracy"] / 100.0, rows[-1]["n"]) if is_ident else float("nan"),
+            p_binomial=stats.p_binomial(rows[-1]["accuracy"] / 100.0, rows[-1]["n"]) if is_ident else float("nan"),
             ci_low=float("nan"), ci_high=float("nan"),
         )
     return _ordered(pd.DataFrame(rows, columns=METRIC_COLUMNS))
@@ -481,7 +481,7 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     for (subj, conv, metric), g in scores.groupby(["subject", "convention", "metric"], sort=False):
         wide = g.pivot_table(index="nsd_id", columns="condition", values="score", aggfunc="first", dropna=False)
         present = [c for c in conditions if c in wide]
-        res = ident.wilcoxon_pairs({c: wide[c].to_numpy(float) for c in present})
+        res = stats.wilcoxon_pairs({c: wide[c].to_numpy(float) for c in present})
         res.insert(0, "metric", metric)
         res.insert(0, "convention", conv)
         res.insert(0, "subject", subj)
@@ -490,7 +490,7 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     out = pd.concat(parts, ignore_index=True)
     out["p_holm"] = np.nan
     for subj, idx in out.groupby("subject").groups.items():
-        out.loc[idx, "p_holm"] = ident.holm(out.loc[idx, "p_value"].to_numpy(float))
+        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_value"].to_numpy(float))
     out["significant"] = out["p_holm"] < alpha
     cols = ["subject", "convention", "metric", "condition_a", "condition_b", "n", "median_difference",
             "statistic", "p_value", "p_holm", "significant", "weights"]
