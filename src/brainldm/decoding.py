@@ -37,6 +37,7 @@ import pandas as pd
 from brainldm.io import atomic_path
 from brainldm.ridge import check_alphas, fit_ridge
 from brainldm.scores import correlation_matrix, pearson_columns, pearson_rows, two_way_identification
+from brainldm.threads import limit_threads
 
 #: The reference's grid for z and c (codes/utils/ridge.py L40-43), on standardised X.
 REFERENCE_ALPHAS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
@@ -318,15 +319,9 @@ def run(train_betas, test_betas, train_tsv, test_tsv, features, npz_path, tsv_pa
 
     threads: CPU threads for BLAS and torch (the rule's threads; None = library defaults).
     """
-    from threadpoolctl import threadpool_limits
-
     s = DecodingSettings(**settings)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    with threadpool_limits(limits=int(threads) if threads else None):
-        result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
+    limit_threads(threads)
+    result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
     write_result(result, npz_path, tsv_path, subject, s)
     print(summary_rows(result, subject, s).to_string(index=False), file=sys.stderr, flush=True)
     return result

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from brainldm.io import atomic_path
 from brainldm.ridge import fit_ridge, make_cv, resolve_backend, ridge_design
 from brainldm.scores import pearson_columns, r2_columns
+from brainldm.threads import limit_threads
 
 log = logging.getLogger("brainldm.encoding")
 
@@ -479,10 +480,11 @@ def run_layers(data: SubjectData, unet_h5: str, settings: dict, npz_path: str) -
 
 
 def run(analysis: str, inputs: dict[str, str], settings: dict, npz_path: str, threads: int = 1) -> None:
-    """Entry point of the encode_* rules: one analysis of one subject -> npz."""
-    import torch
+    """Entry point of the encode_* rules: one analysis of one subject -> npz.
 
-    torch.set_num_threads(max(1, int(threads)))
+    threads: CPU threads for BLAS and torch (the rule's threads; at least 1).
+    """
+    limit_threads(max(1, int(threads)))
     data = load_subject(inputs["train"], inputs["test"], inputs["train_tsv"], inputs["test_tsv"])
     log.info("%s: %d train trials, %d test images, %d voxels", analysis, len(data.train_ids), len(data.test_ids), data.n_vox)
     if analysis == "single":

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from brainldm.io import atomic_path
+from brainldm.threads import limit_threads
 
 CONDITIONS = ("z", "c", "zc")
 
@@ -232,14 +233,12 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
                       require_gpu: bool = False) -> Path:
     """Reconstruct the test images of one shard and write them to ``out_h5``:
     ``nsd_id`` (k,) and ``z``, ``c``, ``zc`` (k, n_samples, H, W, 3) uint8.
-    threads: CPU threads for torch (the rule's threads; None = torch's default).
+    threads: CPU threads for torch and BLAS (the rule's threads; None = library defaults).
     require_gpu: a GPU job (real model): stop rather than run on the CPU when CUDA is not
     usable and device is auto (:func:`brainldm.models.resolve_device`)."""
-    import torch
     from tqdm import tqdm
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    limit_threads(threads)
 
     from brainldm.models import load_pipeline
 
