@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from brainldm import decoding
-from brainldm.decoding import DecodingError, DecodingSettings, identification_accuracy
+from brainldm.decoding import DecodingError, DecodingSettings
 
 Z_SHAPE, C_SHAPE = (4, 3, 3), (6, 8)
 
@@ -107,14 +107,6 @@ def test_several_rois_are_stacked_and_intercept_switch(dataset, tmp_path):
     no_icpt, _ = _run(dataset, "c", ["ventral"], tmp_path, fit_intercept=False, shuffle_control=False)
     assert abs(both.pred.mean() - 3.0) < 0.3
     assert abs(no_icpt.pred.mean()) < 0.3
-
-
-def test_identification_accuracy():
-    rng = np.random.default_rng(0)
-    true = rng.normal(size=(30, 50))
-    assert identification_accuracy(true.copy(), true).mean() == 1.0
-    acc = identification_accuracy(rng.normal(size=(30, 50)), true).mean()
-    assert 0.3 < acc < 0.7
 
 
 def test_bad_inputs(dataset, tmp_path):

@@ -59,8 +59,8 @@ def test_full_fetch_mirrors_bucket_layout(endpoint, bucket, tmp_path):
     bodies[nsd.relpath("roi_streams", 1)] = b""  # an empty object is fetched too
     for key, body in bodies.items():
         put(admin, name, key, body)
-    paths = download.fetch_nsd_files(list(bodies), tmp_path, endpoint, name)
-    assert paths == [tmp_path / key for key in bodies]
+    for key in bodies:  # as rule download_nsd_file does, one key at a time into nsd_root
+        assert download.fetch_nsd_file(key, tmp_path / key, endpoint, name) is True
     for key, body in bodies.items():
         assert (tmp_path / key).read_bytes() == body
     assert not list(tmp_path.rglob("*.part"))

@@ -9,6 +9,7 @@ import pytest
 import scipy.stats
 
 from brainldm import encoding
+from brainldm.scores import pearson_columns
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -18,7 +19,7 @@ def test_null_pvalues_match_simulation_of_independent_gaussians():
     n, sims = 12, 20000
     a = rng.standard_normal((n, sims))
     b = rng.standard_normal((n, sims))
-    r = encoding.pearson_r(a, b)
+    r = pearson_columns(a, b)
     p = encoding.r_pvalues(r, n)
     for alpha in (0.01, 0.05, 0.2, 0.5):
         rate = (p <= alpha).mean()

@@ -15,7 +15,8 @@ import scipy.io
 
 from brainldm import nsd
 from brainldm.ingest import ingest_subject, stimuli_table, zscore_sessionwise
-from brainldm.ridge import fit_ridge, pearson_columns
+from brainldm.ridge import fit_ridge
+from brainldm.scores import pearson_columns
 
 ROIS = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]}}
 

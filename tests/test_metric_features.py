@@ -1,4 +1,4 @@
-"""Each convention's preprocessing pinned to its definition; ties; retrieval; binomial p-values."""
+"""Each convention's preprocessing pinned to its definition; ties; retrieval and p-value rows of the metrics table."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import scipy.stats
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from brainldm import identification as ident
+from brainldm import stats
 from brainldm import metrics
 from brainldm.metric_features import (
     CLIP_MEAN,
@@ -204,39 +203,11 @@ def test_identical_reconstructions_score_zero(tmp_path, monkeypatch):
         return scores.loc[(scores["convention"] == "takagi") & (scores["metric"] == "alexnet5"), "score"].mean()
 
     assert takagi_score() == 0.0
-    monkeypatch.setattr(ident, "TIE_TOLERANCE", 0.0)
+    monkeypatch.setattr("brainldm.scores.TIE_TOLERANCE", 0.0)
     assert takagi_score() > 10.0  # without the tolerance, rounding noise wins comparisons
 
 
-# ---------------------------------------------------------------------------- retrieval, p-values
-
-
-def test_retrieval_identical_embeddings_is_perfect():
-    emb = np.random.default_rng(2).normal(size=(400, 16))
-    res = ident.retrieval_top1(emb, emb.copy(), pool=300, draws=5, seed=0)
-    assert int(res["pool"]) == 300
-    np.testing.assert_array_equal(res["brain_to_image"], 1.0)
-    np.testing.assert_array_equal(res["image_to_brain"], 1.0)
-    tied = ident.retrieval_top1(np.ones((10, 4)), np.ones((10, 4)), pool=300, draws=2)
-    assert int(tied["pool"]) == 10 and tied["brain_to_image"].max() == 0.0  # ties fail; pool capped
-
-
-def test_retrieval_independent_embeddings_is_chance():
-    rng = np.random.default_rng(3)
-    pool, draws = 300, 30
-    res = ident.retrieval_top1(rng.normal(size=(3000, 8)), rng.normal(size=(3000, 8)), pool, draws, seed=1)
-    p = 1.0 / pool
-    tol = 4 * np.sqrt(p * (1 - p) / (pool * draws))  # 4 SD of the mean over pool x draws trials
-    for direction in ("brain_to_image", "image_to_brain"):
-        assert abs(res[direction].mean() - p) < tol
-
-
-def test_p_binomial_matches_scipy():
-    for acc, n in ((0.5, 20), (0.6, 20), (0.93, 50), (0.0, 5)):
-        trials = n * (n - 1)
-        want = scipy.stats.binomtest(round(acc * trials), trials, 0.5, alternative="greater").pvalue
-        assert ident.p_binomial(acc, n) == pytest.approx(want, rel=1e-9)
-    assert np.isnan(ident.p_binomial(float("nan"), 10))
+# ---------------------------------------------------------------------------- retrieval and p-values in the metrics table
 
 
 def test_retrieval_rows_reach_metrics_table(tmp_path):
@@ -260,7 +231,7 @@ def test_retrieval_rows_reach_metrics_table(tmp_path):
     table = pd.read_csv(out[0])
     assert list(table.columns) == metrics.METRIC_COLUMNS
     row = table[(table["subject"] == "subj01") & (table["metric"] == "alexnet5")].iloc[0]
-    assert row["chance"] == 50 and row["p_binomial"] == pytest.approx(ident.p_binomial(0.75, 12))
+    assert row["chance"] == 50 and row["p_binomial"] == pytest.approx(stats.p_binomial(0.75, 12))
     ret_rows = table[table["metric"].str.startswith("retrieval_")]
     assert set(ret_rows["subject"]) == {"subj01", "all"} and len(ret_rows) == 2 * 6
     md = (tmp_path / "m.md").read_text()

@@ -197,7 +197,8 @@ def test_fitted_vae_reconstructs_heldout_scenes(vaes):
 @torch.no_grad()
 def _low_level_to_z_r(vae) -> float:
     """Mean test r over z dims of a ridge (himalaya) from scenes.low_level_features to z."""
-    from brainldm.ridge import fit_ridge, pearson_columns
+    from brainldm.ridge import fit_ridge
+    from brainldm.scores import pearson_columns
 
     pixels = _heldout_scenes()
     z = (vae.encode(_to_tensor(pixels)).latent_dist.mean * vae.config.scaling_factor).flatten(1).numpy()

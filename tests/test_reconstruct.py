@@ -10,6 +10,7 @@ from PIL import Image
 
 from brainldm import reconstruct
 from brainldm.reconstruct import ReconSettings, ReconstructionError
+from brainldm.selection import pixel_similarity
 
 SETTINGS = dict(image_size=64, num_inference_steps=5, n_samples=2, shards=2, batch_size=2, grid_images=3, seed=7)
 N_TEST = 3
@@ -113,7 +114,7 @@ def test_similarity_prefers_the_original():
     noisy = np.clip(orig + rng.normal(0, 30, orig.shape), 0, 255).astype(np.uint8)
     other = rng.integers(0, 255, size=(16, 16, 3), dtype=np.uint8)
     for metric in ("pixcorr", "ssim"):
-        sim = reconstruct.similarity(orig, np.stack([other, noisy]), metric)
+        sim = pixel_similarity(orig[None], np.stack([other, noisy])[None], metric)[0]
         assert sim[1] > sim[0]
 
 

@@ -10,7 +10,13 @@ against the true test features:
 - ``r_image`` (n_test,): Pearson r over feature dimensions of every test image
   (the reference's ``correlation_score(Y.T, pred.T)``);
 - ``identification`` (n_test,): two-way identification of every decoded latent,
-  the fraction of other test images j with r(pred_i, true_i) > r(pred_i, true_j).
+  the fraction of other test images j with r(pred_i, true_i) > r(pred_i, true_j)
+  (:func:`brainldm.scores.two_way_identification`, strict: no tie tolerance).
+
+All three come from :mod:`brainldm.scores`; a constant row or column has r = NaN and a
+comparison with a NaN r fails. (Until the scores were merged, identification gave a
+constant row r = 0 instead; that differs only when a *true* latent is constant, which
+image latents never are: a constant decoded row lost every comparison either way.)
 
 The same scores come from a control fit in which the training trials were shuffled
 (rows of X permuted against Y), so chance levels are measured, not assumed.
@@ -29,7 +35,9 @@ import numpy as np
 import pandas as pd
 
 from brainldm.io import atomic_path
-from brainldm.ridge import check_alphas, fit_ridge, pearson_columns, pearson_rows
+from brainldm.ridge import check_alphas, fit_ridge
+from brainldm.scores import correlation_matrix, pearson_columns, pearson_rows, two_way_identification
+from brainldm.threads import limit_threads
 
 #: The reference's grid for z and c (codes/utils/ridge.py L40-43), on standardised X.
 REFERENCE_ALPHAS = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0]
@@ -164,30 +172,19 @@ def read_features(path: str | os.PathLike, dataset: str, nsd_ids: np.ndarray) ->
 # ----------------------------------------------------------------------------- scores
 
 
-def identification_accuracy(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
-    """Two-way identification of every decoded row: pred, true (n, D) -> (n,) in [0, 1].
-
-    For row i, the fraction of j != i with r(pred_i, true_i) > r(pred_i, true_j)
-    (strict, so ties count as failures).
-    """
-    n = pred.shape[0]
-    if n < 2:
-        raise DecodingError("identification needs at least 2 test images")
-    p = pred - pred.mean(1, keepdims=True)
-    t = true - true.mean(1, keepdims=True)
-    p /= np.linalg.norm(p, axis=1, keepdims=True) + 1e-12
-    t /= np.linalg.norm(t, axis=1, keepdims=True) + 1e-12
-    r = p @ t.T  # (n_pred, n_true)
-    own = np.diag(r)
-    wins = (own[:, None] > r).sum(1)  # own vs own is not counted (not strictly greater)
-    return (wins / (n - 1)).astype(np.float32)
-
-
 def _scores(pred: np.ndarray, true: np.ndarray) -> dict[str, np.ndarray]:
+    """r_dim (D,), r_image (n,) and identification (n,) float32 of pred against true (n, D).
+
+    Identification is strict (``tolerance=0``): a decoded row wins against true row j
+    when r(pred_i, true_i) > r(pred_i, true_j), in float64.
+    """
+    if len(pred) < 2:
+        raise DecodingError("identification needs at least 2 test images")
+    r = correlation_matrix(true, pred)  # r[j, i] = corr(true_j, pred_i)
     return {
         "r_dim": pearson_columns(true, pred),
         "r_image": pearson_rows(true, pred),
-        "identification": identification_accuracy(pred.astype(np.float64), true.astype(np.float64)),
+        "identification": two_way_identification(r, tolerance=0.0).astype(np.float32),
     }
 
 
@@ -322,15 +319,9 @@ def run(train_betas, test_betas, train_tsv, test_tsv, features, npz_path, tsv_pa
 
     threads: CPU threads for BLAS and torch (the rule's threads; None = library defaults).
     """
-    from threadpoolctl import threadpool_limits
-
     s = DecodingSettings(**settings)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    with threadpool_limits(limits=int(threads) if threads else None):
-        result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
+    limit_threads(threads)
+    result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
     write_result(result, npz_path, tsv_path, subject, s)
     print(summary_rows(result, subject, s).to_string(index=False), file=sys.stderr, flush=True)
     return result

@@ -277,17 +277,6 @@ def fetch_nsd_file(key: str, dest: str | os.PathLike, endpoint_url: str, bucket:
     return fetch_object(s3_client(endpoint_url), bucket, check_key(key), dest)
 
 
-def fetch_nsd_files(keys, nsd_root: str | os.PathLike, endpoint_url: str, bucket: str) -> list[Path]:
-    """Fetch several NSD keys into ``nsd_root``, mirroring the bucket's key layout."""
-    client = s3_client(endpoint_url)
-    paths = []
-    for key in keys:
-        dest = Path(nsd_root) / check_key(key)
-        fetch_object(client, bucket, key, dest)
-        paths.append(dest)
-    return paths
-
-
 # --------------------------------------------------------------------- HTTP (COCO)
 def _http_error(url: str, err: urllib.error.HTTPError) -> DownloadError:
     return DownloadError(f"{url} answered HTTP {err.code} {err.reason}: check "

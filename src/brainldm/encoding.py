@@ -35,7 +35,9 @@ import scipy.stats
 from tqdm import tqdm
 
 from brainldm.io import atomic_path
-from brainldm.ridge import fit_ridge, make_cv, pearson_columns, resolve_backend, ridge_design
+from brainldm.ridge import fit_ridge, make_cv, resolve_backend, ridge_design
+from brainldm.scores import pearson_columns, r2_columns
+from brainldm.threads import limit_threads
 
 log = logging.getLogger("brainldm.encoding")
 
@@ -59,11 +61,6 @@ DEFAULTS: dict[str, Any] = dict(
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def pearson_r(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Pearson r per voxel: (n_test, n_vox) x2 -> (n_vox,) float32 (NaN for a constant column)."""
-    return pearson_columns(y_true, y_pred)
 
 
 def r_pvalues(r: np.ndarray, n: int) -> np.ndarray:
@@ -90,15 +87,6 @@ def fdr_significant(p: np.ndarray, q: float = 0.05) -> np.ndarray:
         return np.zeros(p.shape, dtype=bool)
     adjusted = scipy.stats.false_discovery_control(p.ravel(), method="bh")
     return (adjusted <= q).reshape(p.shape)
-
-
-def r2_columns(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per voxel: (n, n_vox) x2 -> (n_vox,) float32."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    ss_res = ((y_true - y_pred) ** 2).sum(0)
-    ss_tot = ((y_true - y_true.mean(0)) ** 2).sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- features
@@ -276,7 +264,7 @@ def voxel_batches(n_vox: int, batch: int | None) -> list[slice]:
 
 
 def _test_scores(y_test: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
-    return dict(r=pearson_r(y_test, pred), r2=r2_columns(y_test, pred))
+    return dict(r=pearson_columns(y_test, pred), r2=r2_columns(y_test, pred))
 
 
 def fit_single(x_train: np.ndarray, x_test: np.ndarray, data: SubjectData, settings: dict, desc: str = "") -> dict[str, np.ndarray]:
@@ -337,7 +325,7 @@ def fit_banded(spaces_train: Sequence[np.ndarray], spaces_test: Sequence[np.ndar
             parts = np.stack([xte_all[:, groups == g] @ coef[groups == g] for g in range(n_sp)])
             y_test = np.asarray(data.test[:, sl], dtype=np.float32)
             pred = parts.sum(0) + y_mean
-            out["r"][sl] = pearson_r(y_test, pred)
+            out["r"][sl] = pearson_columns(y_test, pred)
             out["r2"][sl] = r2_columns(y_test, pred)
             # himalaya's split R² needs a zero-mean y_true: test data centred on their own mean
             split = r2_score_split(y_test - y_test.mean(0), parts - parts.mean(1, keepdims=True))
@@ -492,10 +480,11 @@ def run_layers(data: SubjectData, unet_h5: str, settings: dict, npz_path: str) -
 
 
 def run(analysis: str, inputs: dict[str, str], settings: dict, npz_path: str, threads: int = 1) -> None:
-    """Entry point of the encode_* rules: one analysis of one subject -> npz."""
-    import torch
+    """Entry point of the encode_* rules: one analysis of one subject -> npz.
 
-    torch.set_num_threads(max(1, int(threads)))
+    threads: CPU threads for BLAS and torch (the rule's threads; at least 1).
+    """
+    limit_threads(max(1, int(threads)))
     data = load_subject(inputs["train"], inputs["test"], inputs["train_tsv"], inputs["test_tsv"])
     log.info("%s: %d train trials, %d test images, %d voxels", analysis, len(data.train_ids), len(data.test_ids), data.n_vox)
     if analysis == "single":

@@ -34,6 +34,7 @@ from brainldm import nsd
 from brainldm.feature_keys import family_keys
 from brainldm.features import (FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs,
                                progress)
+from brainldm.threads import limit_threads
 
 
 def family_settings(family: str, section: dict | FeatureSettings | None) -> dict:
@@ -210,7 +211,8 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
     + captions_train/captions_val (COCO JSONs); zc, unet: z_file (z.h5) + c_file (c.h5).
     Finished shards of an earlier run with the same fingerprint are reused.
     require_gpu: a GPU job (real model): no silent CPU fallback, see
-    :func:`brainldm.models.resolve_device`.
+    :func:`brainldm.models.resolve_device`. threads: CPU threads for torch and BLAS (the
+    rule's threads; None = library defaults).
     unet_out_file: with family "zc", also write the U-Net activations (unet.h5, shards in
     ``shards/unet``) from the same img2img pass at the stage strength (17.2: the pass is
     not run twice). Each family keeps its own shards and fingerprint.
@@ -220,10 +222,7 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
     if unet_out_file is not None and family != "zc":
         raise FeatureError(f"unet_out_file goes with the zc family (one img2img pass for both), not {family!r}")
     s = settings if isinstance(settings, FeatureSettings) else FeatureSettings.from_config(settings)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+    limit_threads(threads)
     table = read_stimuli_table(stimuli_table)
     ids = table["nsd_id"].to_numpy(np.int64)
     out_files = {family: Path(out_file)}

@@ -13,7 +13,7 @@ Units of ``accuracy`` (column ``unit``): two-way identification in percent corre
 (chance 50); PixCorr a Pearson r and SSIM an index (higher is better); EffNet-B1 and SwAV
 a correlation distance 1 - r (lower is better); retrieval top-1 in percent correct
 (chance 100 / pool). ``metrics.csv`` also says each row's chance level and, for two-way
-identification, Brain-Diffuser's binomial p-value (:func:`brainldm.identification.p_binomial`).
+identification, Brain-Diffuser's binomial p-value (:func:`brainldm.stats.p_binomial`).
 All numbers use every sample: a
 best-of-samples selection for figures lives in :mod:`brainldm.selection`.
 """
@@ -30,11 +30,21 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from brainldm import identification as ident
+from brainldm import stats
 from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
 from brainldm.brain_correlation import ORIGINAL as BRAIN_ORIGINAL
 from brainldm.io import atomic_path
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
+from brainldm.scores import (
+    correlation_distance,
+    own_correlations,
+    pixel_correlations,
+    retrieval_top1,
+    ssim_scores,
+    standardize_rows,
+    takagi_identification,
+    two_way_identification,
+)
 
 #: The CLIP feature space whose image embeddings the reconstruction retrieval uses.
 RETRIEVAL_CLIP_KEY = "mindeye/clip"
@@ -175,7 +185,7 @@ def score_subject(
         t0 = time.perf_counter()
         for a in range(0, n, step):
             for key, x in nets.extract(original[a : a + step]).items():
-                orig_z.setdefault(key, []).append(ident.standardize_rows(x))
+                orig_z.setdefault(key, []).append(standardize_rows(x))
                 if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
                     clip_embeddings.setdefault("_original", []).append(x)
         if clip_embeddings is not None and "_original" in clip_embeddings:
@@ -198,7 +208,7 @@ def score_subject(
                 recon = ds[a:b]  # (m, s, H, W, 3)
                 flat = recon.reshape((-1,) + recon.shape[2:])
                 for key, x in nets.extract(flat).items():
-                    z = ident.standardize_rows(x)
+                    z = standardize_rows(x)
                     r[key][:, a:b, :] = (orig_feats[key] @ z.T).reshape(n, b - a, s)
                     if clip_embeddings is not None and key == RETRIEVAL_CLIP_KEY:
                         if emb is None:
@@ -206,8 +216,8 @@ def score_subject(
                         emb[a:b] = x.reshape(b - a, s, -1)
                 po = pixel_images(original[a:b], nets.image_size)
                 pr = pixel_images(recon, nets.image_size)
-                pix[a:b] = ident.pixel_correlations(po, pr)
-                ssim[a:b] = ident.ssim_scores(po, pr)
+                pix[a:b] = pixel_correlations(po, pr)
+                ssim[a:b] = ssim_scores(po, pr)
                 log.info("%s %s: images %d-%d of %d (%d reconstructions) scored in %.1f s",
                          subject, cond, a, b, n, len(flat), time.perf_counter() - t0)
             if emb is not None:
@@ -222,7 +232,7 @@ def score_subject(
                          unit=m.unit, score=float(v), weights=w)
                     for i, v in zip(nsd_id, values)
                 ]
-            sims = {f"{sp.convention}/{sp.metric}": ident.own_correlations(r[sp.key]) for sp in FEATURE_SPECS if sp.key in r}
+            sims = {f"{sp.convention}/{sp.metric}": own_correlations(r[sp.key]) for sp in FEATURE_SPECS if sp.key in r}
             sims["mindeye/pixcorr"], sims["mindeye/ssim"] = pix, ssim
             for key, sim in sims.items():
                 conv, metric = key.split("/")
@@ -246,11 +256,11 @@ def _image_scores(r: dict, pix: np.ndarray, ssim: np.ndarray, nets: MetricNetwor
         if key not in r:
             out[key] = np.full(n, np.nan)
         elif spec.kind == "distance":
-            out[key] = ident.correlation_distance(r[key])
+            out[key] = correlation_distance(r[key])
         elif spec.convention == "takagi":
-            out[key] = 100.0 * ident.takagi_identification(r[key])
+            out[key] = 100.0 * takagi_identification(r[key])
         else:
-            out[key] = 100.0 * ident.two_way_identification(r[key])
+            out[key] = 100.0 * two_way_identification(r[key])
     out["mindeye/pixcorr"] = pix.mean(axis=1)
     out["mindeye/ssim"] = ssim.mean(axis=1)
     return {m.convention + "/" + m.metric: out[m.convention + "/" + m.metric] for m in METRICS}
@@ -334,14 +344,14 @@ def retrieval_table(
         if pool > n_images:
             log.info("retrieval pool %d capped at the %d test images (chance 1/%d)", pool, n_images, n_images)
         add(DECODED_C, "decoded c vs true c (flattened, cosine)", "none (features c)",
-            [ident.retrieval_top1(decoded, true, pool, draws, seed)])
+            [retrieval_top1(decoded, true, pool, draws, seed)])
     if "original" in clip_embeddings:
         orig = clip_embeddings["original"]
         n_images = len(orig)
         for cond, emb in clip_embeddings.items():
             if cond == "original":
                 continue
-            res = [ident.retrieval_top1(emb[:, k], orig, pool, draws, seed) for k in range(emb.shape[1])]
+            res = [retrieval_top1(emb[:, k], orig, pool, draws, seed) for k in range(emb.shape[1])]
             add(cond, f"CLIP image embeddings ({RETRIEVAL_CLIP_KEY}) of reconstructions vs originals",
                 clip_weights, res)
     return pd.DataFrame(rows, columns=RETRIEVAL_COLUMNS)
@@ -414,7 +424,7 @@ def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
     accuracy: mean over images; sem: scipy.stats.sem over images; n: images with a score;
     chance: 50 for two-way identification (NaN otherwise); p_binomial: Brain-Diffuser's
     one-sided binomial p-value of the identification accuracy over n (n - 1) comparisons
-    (:func:`brainldm.identification.p_binomial`); ci_low/ci_high: NaN (retrieval only).
+    (:func:`brainldm.stats.p_binomial`); ci_low/ci_high: NaN (retrieval only).
     """
     rows = []
     for (subj, cond, conv, metric), g in scores.groupby(["subject", "condition", "convention", "metric"], sort=False):
@@ -422,13 +432,13 @@ def metrics_table(scores: pd.DataFrame) -> pd.DataFrame:
         ok = ~np.isnan(v)
         rows.append(dict(
             subject=subj, condition=cond, convention=conv, metric=metric,
-            accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=ident.sem(v), n=int(ok.sum()),
+            accuracy=float(v[ok].mean()) if ok.any() else float("nan"), sem=stats.sem(v), n=int(ok.sum()),
             weights=";".join(dict.fromkeys(g["weights"])), unit=g["unit"].iloc[0],
         ))
         is_ident = rows[-1]["unit"] == UNIT_IDENT
         rows[-1].update(
             chance=50.0 if is_ident else float("nan"),
-            p_binomial=ident.p_binomial(rows[-1]["accuracy"] / 100.0, rows[-1]["n"]) if is_ident else float("nan"),
+            p_binomial=stats.p_binomial(rows[-1]["accuracy"] / 100.0, rows[-1]["n"]) if is_ident else float("nan"),
             ci_low=float("nan"), ci_high=float("nan"),
         )
     return _ordered(pd.DataFrame(rows, columns=METRIC_COLUMNS))
@@ -474,7 +484,7 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     for (subj, conv, metric), g in scores.groupby(["subject", "convention", "metric"], sort=False):
         wide = g.pivot_table(index="nsd_id", columns="condition", values="score", aggfunc="first", dropna=False)
         present = [c for c in conditions if c in wide]
-        res = ident.wilcoxon_pairs({c: wide[c].to_numpy(float) for c in present})
+        res = stats.wilcoxon_pairs({c: wide[c].to_numpy(float) for c in present})
         res.insert(0, "metric", metric)
         res.insert(0, "convention", conv)
         res.insert(0, "subject", subj)
@@ -483,7 +493,7 @@ def wilcoxon_table(scores: pd.DataFrame, conditions: tuple[str, ...], alpha: flo
     out = pd.concat(parts, ignore_index=True)
     out["p_holm"] = np.nan
     for subj, idx in out.groupby("subject").groups.items():
-        out.loc[idx, "p_holm"] = ident.holm(out.loc[idx, "p_value"].to_numpy(float))
+        out.loc[idx, "p_holm"] = stats.holm(out.loc[idx, "p_value"].to_numpy(float))
     out["significant"] = out["p_holm"] < alpha
     cols = ["subject", "convention", "metric", "condition_a", "condition_b", "n", "median_difference",
             "statistic", "p_value", "p_holm", "significant", "weights"]

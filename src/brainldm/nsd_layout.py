@@ -28,7 +28,6 @@ _LAYOUT = {
     "brainmask": _FUNC + "/brainmask.nii.gz",
     "roi_streams": _FUNC + "/roi/streams.nii.gz",
     "roi_prf-visualrois": _FUNC + "/roi/prf-visualrois.nii.gz",
-    "roi_nsdgeneral": _FUNC + "/roi/nsdgeneral.nii.gz",
     "responses": "nsddata/ppdata/{subject}/behav/responses.tsv",
     "expdesign": "nsddata/experiments/nsd/nsd_expdesign.mat",
     "stim_info": "nsddata/experiments/nsd/nsd_stim_info_merged.csv",

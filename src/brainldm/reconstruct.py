@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from brainldm.io import atomic_path
+from brainldm.threads import limit_threads
 
 CONDITIONS = ("z", "c", "zc")
 
@@ -232,14 +233,12 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
                       require_gpu: bool = False) -> Path:
     """Reconstruct the test images of one shard and write them to ``out_h5``:
     ``nsd_id`` (k,) and ``z``, ``c``, ``zc`` (k, n_samples, H, W, 3) uint8.
-    threads: CPU threads for torch (the rule's threads; None = torch's default).
+    threads: CPU threads for torch and BLAS (the rule's threads; None = library defaults).
     require_gpu: a GPU job (real model): stop rather than run on the CPU when CUDA is not
     usable and device is auto (:func:`brainldm.models.resolve_device`)."""
-    import torch
     from tqdm import tqdm
 
-    if threads:
-        torch.set_num_threads(int(threads))
+    limit_threads(threads)
 
     from brainldm.models import load_pipeline
 
@@ -275,28 +274,6 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
 
 
 # ----------------------------------------------------------------------------- gather
-
-
-def similarity(original: np.ndarray, images: np.ndarray, metric: str = "pixcorr") -> np.ndarray:
-    """Similarity of each image (n, H, W, 3) uint8 to the original (H, W, 3) uint8 -> (n,)."""
-    if metric == "pixcorr":
-        a = original.reshape(-1).astype(np.float64)
-        b = images.reshape(len(images), -1).astype(np.float64)
-        a = a - a.mean()
-        b = b - b.mean(1, keepdims=True)
-        den = np.linalg.norm(b, axis=1) * np.linalg.norm(a)
-        return np.where(den > 0, b @ a / np.where(den > 0, den, 1.0), 0.0)
-    if metric == "ssim":
-        from skimage.color import rgb2gray
-        from skimage.metrics import structural_similarity
-
-        g = rgb2gray(original)
-        return np.array([
-            structural_similarity(g, rgb2gray(im), gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False, data_range=1.0)
-            for im in images
-        ])
-    raise ReconstructionError(f"reconstruction.grid_metric must be pixcorr or ssim, got {metric!r}")
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -356,6 +333,8 @@ def grid_rows(recons_h5: str | os.PathLike, settings: ReconSettings) -> tuple[li
     """Pick the grid's images: evenly spaced test images; per condition the sample most
     similar to the original (settings.grid_metric) and a random sample.
     Returns (rows of images, column titles, nsd_ids shown)."""
+    from brainldm.selection import best_indices, pixel_similarity
+
     rng = np.random.default_rng(settings.seed)
     with h5py.File(recons_h5, "r") as f:
         n, n_samples = f["z"].shape[:2]
@@ -369,7 +348,7 @@ def grid_rows(recons_h5: str | os.PathLike, settings: ReconSettings) -> tuple[li
             best, rand = [], []
             for k in CONDITIONS:
                 samples = f[k][i]
-                best.append(samples[int(np.argmax(similarity(orig, samples, settings.grid_metric)))])
+                best.append(samples[best_indices(pixel_similarity(orig[None], samples[None], settings.grid_metric))[0]])
                 rand.append(samples[int(rng.integers(n_samples))])
             rows.append([orig] + best + (rand if n_samples > 1 else []))
         return rows, titles, f["nsd_id"][:][picks]

@@ -493,31 +493,3 @@ def _fit_kernel(Xs: np.ndarray, Yc: np.ndarray, alphas: np.ndarray, cv_arg: Any,
     finally:
         set_backend(previous, on_error="warn")
     return fit
-
-
-def _pearson(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"pearson needs two 2-D arrays of the same shape, got {a.shape} and {b.shape}")
-    a = a - a.mean(axis=axis, keepdims=True)
-    b = b - b.mean(axis=axis, keepdims=True)
-    num = (a * b).sum(axis=axis)
-    den = np.sqrt((a * a).sum(axis=axis) * (b * b).sum(axis=axis))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-    return r.astype(np.float32)
-
-
-def pearson_columns(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of every column: a, b (n, d) -> (d,) (NaN where a column is constant)."""
-    return _pearson(a, b, axis=0)
-
-
-def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pearson r of every row: a, b (n, d) -> (n,) (NaN where a row is constant).
-
-    With (images, feature dims) this is the reference's per-image score
-    (himalaya ``correlation_score(Y.T, pred.T)``).
-    """
-    return _pearson(a, b, axis=1)

@@ -4,10 +4,12 @@ Picking the sample most similar to the original *uses the original*, so it is bi
 upward: it is for figure grids only. The unbiased numbers (metrics.csv) average over
 all samples and never use this module.
 
-Two entry points:
+Entry points:
 
 - :func:`best_sample_indices` scores the samples in memory (no evaluation outputs
-  needed, e.g. while the reconstruction stage draws its grid).
+  needed), pixels resized as the evaluation's PixCorr and SSIM resize them.
+- :func:`pixel_similarity` with :func:`best_indices` does the same on the images as
+  given (the reconstruction stage's grid, drawn from the stored images).
 - :func:`best_samples_from_table` reads the per-sample similarities the evaluation
   stage already wrote (``results/{subject}/evaluation/sample_scores.tsv``).
 """
@@ -17,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainldm import identification as ident
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
+from brainldm.scores import pixel_correlations, ssim_scores, standardize_rows
 
 #: Metrics that need no network.
 PIXEL_METRICS = ("pixcorr", "ssim")
@@ -46,8 +48,7 @@ def sample_similarity(
         raise ValueError(f"original (n, H, W, 3) and samples (n, s, H, W, 3) expected, got {original.shape}, {samples.shape}")
     n, s = samples.shape[:2]
     if metric in PIXEL_METRICS:
-        po, ps = pixel_images(original), pixel_images(samples)
-        return ident.pixel_correlations(po, ps) if metric == "pixcorr" else ident.ssim_scores(po, ps)
+        return pixel_similarity(pixel_images(original), pixel_images(samples), metric)
     specs = tuple(sp for sp in FEATURE_SPECS if sp.key == metric)
     if not specs:
         raise ValueError(f"unknown selection metric {metric!r}; use one of {SELECTION_METRICS}")
@@ -58,10 +59,30 @@ def sample_similarity(
     step = max(1, batch_size // s)
     for a in range(0, n, step):
         b = min(n, a + step)
-        fo = ident.standardize_rows(nets.extract(original[a:b])[metric])
-        fs = ident.standardize_rows(nets.extract(samples[a:b].reshape((-1,) + samples.shape[2:]))[metric])
+        fo = standardize_rows(nets.extract(original[a:b])[metric])
+        fs = standardize_rows(nets.extract(samples[a:b].reshape((-1,) + samples.shape[2:]))[metric])
         out[a:b] = np.einsum("nd,nsd->ns", fo, fs.reshape(b - a, s, -1))
     return out
+
+
+def pixel_similarity(original: np.ndarray, samples: np.ndarray, metric: str = "pixcorr") -> np.ndarray:
+    """PixCorr or SSIM of each sample to its original on the images as given: (n, s) float64.
+
+    original: (n, H, W, 3); samples: (n, s, H, W, 3), uint8 or float in [0, 1] (no resizing).
+    metric: "pixcorr" (NaN for a constant image) or "ssim".
+    """
+    if metric not in PIXEL_METRICS:
+        raise ValueError(f"unknown pixel metric {metric!r}; use one of {PIXEL_METRICS}")
+    return pixel_correlations(original, samples) if metric == "pixcorr" else ssim_scores(original, samples)
+
+
+def best_indices(similarity: np.ndarray) -> np.ndarray:
+    """Index of the most similar sample per image: similarity (n, s) -> (n,) int64.
+
+    Ties go to the lowest index; NaN similarities (constant images) never win unless all
+    of an image's samples are NaN (then 0).
+    """
+    return np.argmax(np.nan_to_num(similarity, nan=-np.inf), axis=1).astype(np.int64)
 
 
 def best_sample_indices(
@@ -73,11 +94,9 @@ def best_sample_indices(
 ) -> np.ndarray:
     """Index of the sample most similar to its original, per image: (n,) int64.
 
-    Arguments as :func:`sample_similarity`; ties go to the lowest index, NaN similarities
-    (constant images) never win unless all of an image's samples are NaN (then 0).
+    Arguments as :func:`sample_similarity`; ties and NaNs as :func:`best_indices`.
     """
-    sim = sample_similarity(original, samples, metric, weights, batch_size)
-    return np.argmax(np.nan_to_num(sim, nan=-np.inf), axis=1).astype(np.int64)
+    return best_indices(sample_similarity(original, samples, metric, weights, batch_size))
 
 
 def best_samples_from_table(

@@ -1,13 +1,12 @@
 """Rule evaluate_subject: recons.h5, decoded and true c, ingestion arrays and z.h5 -> per-image scores
 (incl. brain correlation), per-sample similarities, retrieval."""
-import torch
-
 from brainldm.logs import redirect_to_log
 from brainldm.metric_features import reuse_freed_memory
 from brainldm.metrics import evaluate_subject
+from brainldm.threads import limit_threads
 
 with redirect_to_log(snakemake.log[0]):
-    torch.set_num_threads(snakemake.threads)
+    limit_threads(snakemake.threads)
     reuse_freed_memory()
     p, i = snakemake.params, snakemake.input
     evaluate_subject(
