@@ -36,7 +36,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from brainldm import scenes
-from brainldm.tiny_vae import deterministic_cpu, scene_images
+from brainldm.tiny_vae import deterministic_cpu, render_images
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,7 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor, batch: int = 256) -
 def scene_pool(rng: np.random.Generator, n: int, size: int) -> tuple[torch.Tensor, list[list[str]]]:
     """``n`` random scenes at ``size`` px, (n, 3, size, size) in [-1, 1], with their captions."""
     drawn = [scenes.random_scene(rng) for _ in range(n)]
-    pixels = np.stack([scenes.render(s, size) for s in drawn])
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    texts = [scenes.captions(s, rng, CAPTIONS_PER_SCENE) for s in drawn]
-    return images, texts
+    return render_images(drawn, size), [scenes.captions(s, rng, CAPTIONS_PER_SCENE) for s in drawn]
 
 
 def _lr_factor(step: int, steps: int, warmup: int) -> float:

@@ -77,10 +77,15 @@ class VAEFit:
     scaling_factor: float
 
 
+def render_images(drawn: list[scenes.Scene], size: int) -> torch.Tensor:
+    """``drawn`` scenes rendered at ``size`` px: (n, 3, size, size) float32 in [-1, 1]."""
+    pixels = np.stack([scenes.render(s, size) for s in drawn])
+    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def scene_images(rng: np.random.Generator, n: int, size: int) -> torch.Tensor:
     """``n`` random scenes rendered at ``size`` px: (n, 3, size, size) float32 in [-1, 1]."""
-    pixels = np.stack([scenes.render(scenes.random_scene(rng), size) for _ in range(n)])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return render_images([scenes.random_scene(rng) for _ in range(n)], size)
 
 
 def psnr(mse: float) -> float:
