@@ -13,7 +13,7 @@ export XDG_CONFIG_HOME := $(CURDIR)/.cache/config
 export MPLCONFIGDIR := $(CURDIR)/.cache/matplotlib
 export HF_HOME := $(CURDIR)/.cache/huggingface
 
-.PHONY: install system-deps demo test lint clean gpu-wheels
+.PHONY: install system-deps demo test lint check-config clean gpu-wheels
 
 install: $(STAMP)
 
@@ -36,6 +36,11 @@ test: install
 
 lint: install
 	$(BIN)/snakemake --configfile config/demo.yaml --lint
+
+# Check a config file before a run: YAML errors with file and line, schema errors with the key.
+# (Snakemake itself says only "Config file is not valid JSON or YAML" for a --configfile.)
+check-config: install
+	$(BIN)/python -m brainldm.config_check $(CONFIG)
 
 # Pure-Python wheels a GPU node without network lacks (see benchmarks/gpu.py).
 gpu-wheels: install

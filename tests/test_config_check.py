@@ -42,3 +42,28 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     file.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match=r"config\.yaml must hold a mapping of config keys, not list"):
         check_yaml(file)
+
+
+def test_check_files_names_the_yaml_error_of_a_user_config(tmp_path, capsys):
+    from brainldm.config_check import main
+
+    good = tmp_path / "good.yaml"
+    good.write_text("data:\n  source: synthetic\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  source: synthetic\n   subjects: [1\n")
+    assert main([str(good)]) == 0
+    assert "config OK" in capsys.readouterr().out
+    assert main([str(good), str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"YAML syntax error in {bad}, line 3" in out
+
+
+def test_check_files_reports_schema_errors_of_the_merged_config(tmp_path):
+    from brainldm.config_check import check_files
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("data:\n  sesions: 2\n")
+    with pytest.raises(ConfigError, match=r"did you mean data\.sessions\?[\s\S]*checked: .*typo\.yaml"):
+        check_files([typo])
+    with pytest.raises(ConfigError, match=r"config file .*missing\.yaml does not exist"):
+        check_files([tmp_path / "missing.yaml"])

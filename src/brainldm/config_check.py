@@ -66,3 +66,57 @@ def describe_error(config: Mapping, schema: Mapping) -> str | None:
         lines.append(f"  the key: {' '.join(str(error.schema['description']).split())[:300]}")
     lines.append("  fix it in your config file (keys and defaults: config/README.md)")
     return "\n".join(lines)
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    """Deep-merge ``update`` into a copy of ``base`` (as Snakemake merges config files)."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def check_files(files: list[str | os.PathLike], repo_dir: str | os.PathLike | None = None) -> dict:
+    """Check config files as the workflow will see them: the base config/config.yaml, then each file.
+
+    Raises ConfigError naming the file and line of a YAML error, or the key, value and
+    schema rule of a schema violation. Returns the merged config.
+    """
+    repo = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parents[2]
+    config: dict = {}
+    for file in [repo / "config" / "config.yaml", *files]:
+        if not Path(file).is_file():
+            raise ConfigError(f"config file {file} does not exist; check the path given")
+        config = _merge(config, check_yaml(file))
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    message = describe_error(config, schema)
+    if message is not None:
+        raise ConfigError(f"{message}\n  (checked: {', '.join(str(f) for f in files) or 'the base config'})")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m brainldm.config_check FILE...``: check config files before a run; 0 if valid."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m brainldm.config_check",
+        description="Check config files (YAML syntax and schema) as the workflow merges them "
+        "over config/config.yaml, before snakemake parses them.",
+    )
+    parser.add_argument("files", nargs="*", help="config files, in the order given to --configfile")
+    args = parser.parse_args(argv)
+    try:
+        check_files(args.files)
+    except ConfigError as err:
+        print(err)
+        return 1
+    print(f"config OK: {', '.join(args.files) or 'config/config.yaml'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
