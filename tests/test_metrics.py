@@ -277,3 +277,35 @@ def test_summary_with_brain_correlation_rows(scored, tmp_path, monkeypatch):
                       conditions=["z", "c", "zc"])
     assert drawn == [sorted({"z", "c", "zc", bc.ORIGINAL, "early", "brain"})] * 2  # a panel per subject row
     assert "## Retrieval" not in md
+
+
+def test_summary_lists_sessions_and_warns_of_excluded_ones(scored, tmp_path):
+    _, out = scored
+    paths, sessions = [], {}
+    for subject, (scores, _) in out.items():
+        p = tmp_path / f"{subject}_scores.tsv"
+        scores.to_csv(p, sep="\t", index=False)
+        paths.append(str(p))
+        rows = [(s, f"/nsd/{subject}/betas_session{s:02d}.hdf5", "used", "") for s in range(1, 6)]
+        if subject == "subj02":
+            rows[3] = (4, rows[3][1], "excluded", "all zero")
+        sessions[subject] = tmp_path / f"{subject}_sessions.tsv"
+        pd.DataFrame(rows, columns=["session", "file", "status", "reason"]).to_csv(sessions[subject], sep="\t", index=False)
+    o = [str(tmp_path / n) for n in ("m.csv", "m.md", "m.png", "w.tsv")]
+    metrics.summarize(paths, *o, conditions=["z", "c", "zc"], sessions_paths=sessions)
+    md = (tmp_path / "m.md").read_text()
+    warning = md.index("**Sessions excluded** (1;")
+    assert warning < md.index("## Takagi")  # seen before any number
+    assert "subj02 session 4 (all zero: `/nsd/subj02/betas_session04.hdf5`)" in md
+    assert "| subj01 | 5 | 1-5 | - |" in md and "| subj02 | 4 | 1-3, 5 | 4 |" in md
+    # a clean run says which sessions were used and warns of nothing
+    for subject in sessions:
+        df = pd.read_csv(sessions[subject], sep="\t")
+        df["status"], df["reason"] = "used", ""
+        df.to_csv(sessions[subject], sep="\t", index=False)
+    metrics.summarize(paths, *o, conditions=["z", "c", "zc"], sessions_paths=sessions)
+    md = (tmp_path / "m.md").read_text()
+    assert "Sessions excluded" not in md and "| subj02 | 5 | 1-5 | - |" in md
+    sessions["subj01"].write_text("session\tfile\n1\tx\n")
+    with pytest.raises(Exception, match=r"subj01_sessions\.tsv lacks columns \['reason', 'status'\]; rerun rule ingest"):
+        metrics.summarize(paths, *o, conditions=["z", "c", "zc"], sessions_paths=sessions)

@@ -82,6 +82,23 @@ def zscore_sessionwise(betas: np.ndarray, block: int = 16384) -> np.ndarray:
     return out
 
 
+#: Columns of sessions.tsv: one row per configured session; status "used" or "excluded".
+SESSION_COLUMNS = ("session", "file", "status", "reason")
+
+
+class IngestOutputError(ValueError):
+    """An ingestion output is missing columns; the message names the file and the rule to rerun."""
+
+
+def read_sessions(path: str | os.PathLike) -> pd.DataFrame:
+    """sessions.tsv of rule ingest -> DataFrame with SESSION_COLUMNS (reason "" where none)."""
+    table = pd.read_csv(path, sep="\t", dtype={"file": str, "status": str, "reason": str}, keep_default_na=False)
+    missing = set(SESSION_COLUMNS) - set(table.columns)
+    if missing:
+        raise IngestOutputError(f"{path} lacks columns {sorted(missing)}; rerun rule ingest")
+    return table[list(SESSION_COLUMNS)]
+
+
 #: What ingestion does with an all-zero or constant session (config ingest.bad_sessions).
 BAD_SESSION_ACTIONS = ("error", "exclude")
 
@@ -256,7 +273,7 @@ def ingest_subject(
             train.insert(0, "row", np.arange(len(train)))
             train.to_csv(tmp, sep="\t", index=False)
         with atomic_path(out_dir / "sessions.tsv") as tmp:
-            pd.DataFrame(status, columns=["session", "file", "status", "reason"]).to_csv(tmp, sep="\t", index=False)
+            pd.DataFrame(status, columns=list(SESSION_COLUMNS)).to_csv(tmp, sep="\t", index=False)
     except OSError as err:
         with report_disk_full(out_dir):  # ENOSPC -> "disk full at <out_dir>, <free> left"
             raise err

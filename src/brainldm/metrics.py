@@ -33,6 +33,7 @@ import pandas as pd
 from brainldm import stats
 from brainldm.brain_correlation import CONVENTION as BRAIN_CONVENTION
 from brainldm.brain_correlation import ORIGINAL as BRAIN_ORIGINAL
+from brainldm.ingest import read_sessions
 from brainldm.io import atomic_path
 from brainldm.metric_features import FEATURE_SPECS, MetricNetworks, WeightsConfig, pixel_images
 from brainldm.scores import (
@@ -514,9 +515,50 @@ def _fmt(x: float, unit: str) -> str:
     return f"{x:.3g}" if unit == UNIT_DIST else f"{x:.3f}"
 
 
-def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[str, ...]) -> str:
-    """The metrics table (mean ± SEM per condition) and the significant comparisons, as Markdown."""
+def session_lines(sessions: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Markdown lines on the NSD sessions used -> (warning, table).
+
+    sessions: rows of ingest's sessions.tsv with a ``subject`` column added. The warning
+    (empty when none was excluded) names each excluded session, its reason and its file;
+    the table gives each subject's sessions used and excluded.
+    """
+    lines = []
+    excluded = sessions[sessions["status"] != "used"]
+    if not excluded.empty:
+        lines += [f"**Sessions excluded** ({len(excluded)}; `ingest.bad_sessions: exclude`): every number below "
+                  "comes from the other sessions only. "
+                  + "; ".join(f"{r.subject} session {int(r.session)} ({r.reason}: `{r.file}`)" for r in excluded.itertuples())
+                  + ".", ""]
+    rows = []
+    for subject, g in sessions.groupby("subject", sort=False):
+        used = g.loc[g["status"] == "used", "session"].astype(int).tolist()
+        left = g.loc[g["status"] != "used", "session"].astype(int).tolist()
+        rows.append(f"| {subject} | {len(used)} | {_ranges(used)} | {_ranges(left) or '-'} |")
+    return lines, ["## Sessions used", "", "| subject | n | sessions | excluded |", "|---|---|---|---|", *rows, ""]
+
+
+def _ranges(values: list[int]) -> str:
+    """[1, 2, 3, 5] -> "1-3, 5"."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
+
+
+def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[str, ...],
+                   sessions: pd.DataFrame | None = None) -> str:
+    """The metrics table (mean ± SEM per condition) and the significant comparisons, as Markdown.
+
+    sessions: ingest's sessions.tsv rows with a ``subject`` column; excluded sessions are
+    then named in a warning before the first table, and a "Sessions used" table ends the page.
+    """
     lines = ["# Reconstruction quality", ""]
+    warning, session_table = session_lines(sessions) if sessions is not None else ([], [])
+    lines += warning
     modes = sorted(set(table["weights"]))
     if any(w.startswith("random") for w in modes):
         lines += ["**Random network weights** (`evaluation.metrics_weights: random`): these numbers test the "
@@ -586,6 +628,7 @@ def markdown_table(table: pd.DataFrame, tests: pd.DataFrame, conditions: tuple[s
             lines.append(f"| {t.subject} | {t.convention} | {_label(t.convention, t.metric)} | "
                          f"{t.condition_a} vs {t.condition_b} | {t.median_difference:.3g} | {t.p_holm:.2g} |")
         lines.append("")
+    lines += session_table
     return "\n".join(lines)
 
 
@@ -743,10 +786,18 @@ def summarize(
     conditions: list[str] | tuple[str, ...] = CONDITIONS,
     alpha: float = 0.05,
     retrieval_paths: list[str] | None = None,
+    sessions_paths: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Rule evaluation_summary: per-subject scores.tsv (and retrieval.tsv) files ->
-    metrics.csv/.md/.png and wilcoxon.tsv."""
+    metrics.csv/.md/.png and wilcoxon.tsv.
+
+    sessions_paths: {subject: ingest's sessions.tsv}; metrics.md then says which sessions
+    were used and warns of any excluded one.
+    """
     conditions = tuple(conditions)
+    sessions = None
+    if sessions_paths:
+        sessions = pd.concat([read_sessions(p).assign(subject=s) for s, p in sessions_paths.items()], ignore_index=True)
     frames = []
     for p in scores_paths:
         df = pd.read_csv(p, sep="\t", dtype={"subject": str})
@@ -771,6 +822,6 @@ def summarize(
         table.to_csv(tmp, index=False, float_format="%.6g")
     _write_tsv(tests, wilcoxon_tsv)
     with atomic_path(metrics_md) as tmp:
-        tmp.write_text(markdown_table(table, tests, conditions))
+        tmp.write_text(markdown_table(table, tests, conditions, sessions))
     plot_metrics(table, metrics_png, conditions)
     return table

@@ -82,6 +82,7 @@ rule evaluation_summary:
     input:
         scores=expand("results/{subject}/evaluation/scores.tsv", subject=SUBJECTS),
         retrieval=expand("results/{subject}/evaluation/retrieval.tsv", subject=SUBJECTS),
+        sessions=expand("results/{subject}/ingest/sessions.tsv", subject=SUBJECTS),
     output:
         csv="results/evaluation/metrics.csv",
         md=report(
@@ -100,6 +101,7 @@ rule evaluation_summary:
     params:
         conditions=list(EVAL["conditions"]),
         alpha=EVAL["alpha"],
+        subjects=SUBJECTS,
     log:
         "results/logs/evaluation/summary.log",
     benchmark:
