@@ -322,6 +322,13 @@ def test_extract_all_families_sharded(stimuli, tmp_path, model_dir, pipe):
     assert sorted(manifest["shards"]) == ["00000", "00001", "00002"]
     assert manifest["shards"]["00002"]["nsd_ids"] == ids[10:].tolist()
     assert manifest["shards"]["00000"]["datasets"]["stage/f0.50"] == {"shape": [5, 4, 4, 4], "dtype": "float32"}
+    # issue 17.3: after the gather the shards are one hard link to the gathered file (no extra disk)
+    assert [e["file_rows"] for e in manifest["shards"].values()] == [[0, 5], [5, 10], [10, 12]]
+    for fam in ("z", "c", "zc", "unet"):
+        shard_dir = out / "shards" / fam
+        assert sorted(p.name for p in shard_dir.iterdir()) == ["gathered.h5", "manifest.json"]
+        gathered, st = (shard_dir / "gathered.h5").stat(), (out / f"{fam}.h5").stat()
+        assert (gathered.st_ino, gathered.st_dev) == (st.st_ino, st.st_dev) and st.st_nlink == 2
 
 
 def _counting(monkeypatch):
@@ -336,6 +343,14 @@ def _counting(monkeypatch):
     return calls
 
 
+def _forget_shard(out, family: str, name: str) -> None:
+    """Lose one finished shard (its manifest entry), as a killed job that never recorded it."""
+    path = out / "shards" / family / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["shards"][name]
+    path.write_text(json.dumps(manifest))
+
+
 def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
     out = tmp_path / "features"
     _extract("z", stimuli, out, model_dir)
@@ -344,7 +359,7 @@ def test_rerun_skips_finished_shards(stimuli, tmp_path, model_dir, monkeypatch):
     (out / "z.h5").unlink()
     _extract("z", stimuli, out, model_dir)
     assert calls == []  # every shard reused
-    (out / "shards" / "z" / "00001.h5").unlink()
+    _forget_shard(out, "z", "00001")
     _extract("z", stimuli, out, model_dir)
     table = pd.read_csv(stimuli["table"], sep="\t")
     assert sum(calls, []) == table["nsd_id"].to_list()[5:10]  # only the missing shard
@@ -435,13 +450,38 @@ def test_zc_job_writes_unet_from_the_same_pass(stimuli, tmp_path, model_dir, mon
             np.testing.assert_array_equal(a[k][0], b[k][0], err_msg=f"{fam} {k}")
             assert a[k][1] == b[k][1]
     # only the unet shard lost: recomputed alone (one pass), zc shards untouched
-    (one / "shards" / "unet" / "00001.h5").unlink()
+    _forget_shard(one, "unet", "00001")
     passes.clear()
     _extract("zc", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
     assert passes == [FAST["stage_strength"]] * 2
     np.testing.assert_array_equal(_read(one / "unet.h5")["mid/f1.00"][0], _read(sep / "unet.h5")["mid/f1.00"][0])
     with pytest.raises(FeatureError, match="unet_out_file goes with the zc family"):
         _extract("z", stimuli, one, model_dir, unet_out_file=one / "unet.h5")
+
+
+def test_shards_kept_where_no_hard_link_can_be_made(stimuli, tmp_path, model_dir, monkeypatch, capsys):
+    """issue 17.3: on a filesystem without hard links (EXDEV, EPERM) the shard files stay."""
+    import errno
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(feature_shards.os, "link", no_link)
+    out = tmp_path / "features"
+    _extract("z", stimuli, out, model_dir)
+    assert "cannot hard-link" in capsys.readouterr().err
+    shard_dir = out / "shards" / "z"
+    assert sorted(p.name for p in shard_dir.glob("*.h5")) == ["00000.h5", "00001.h5", "00002.h5"]
+    manifest = json.loads((shard_dir / "manifest.json").read_text())
+    assert [e["file"] for e in manifest["shards"].values()] == ["00000.h5", "00001.h5", "00002.h5"]
+    first = _read(out / "z.h5")["z"][0]
+    monkeypatch.undo()
+    calls = _counting(monkeypatch)
+    (out / "z.h5").unlink()
+    _extract("z", stimuli, out, model_dir)  # now linkable: gathered from the shard files, then linked
+    assert calls == []
+    np.testing.assert_array_equal(_read(out / "z.h5")["z"][0], first)
+    assert sorted(p.name for p in shard_dir.glob("*.h5")) == ["gathered.h5"]
 
 
 def test_float16_storage(stimuli, tmp_path, model_dir):

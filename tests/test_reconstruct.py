@@ -83,8 +83,10 @@ def test_same_seed_same_images(tiny, decoded, shards, tmp_path):
 
 def test_gather_writes_the_contract_and_a_grid(shards, decoded, tmp_path):
     out = reconstruct.gather(shards, decoded / "z.npz", decoded / "stimuli.hdf5", tmp_path / "recons.h5",
-                             tmp_path / "grid.png", "subj01", SETTINGS)
+                             "subj01", SETTINGS)
+    reconstruct.draw_grid(out, tmp_path / "grid.png", SETTINGS, "subj01")
     with h5py.File(out, "r") as f:
+        assert f.attrs["n_samples"] == 2 and "grid_images" not in f.attrs  # what made the images only
         np.testing.assert_array_equal(f["nsd_id"][:], [3, 11, 17])
         assert f["original"].shape == (N_TEST, 64, 64, 3) and f["original"].dtype == np.uint8
         for k in ("z", "c", "zc"):
@@ -170,7 +172,8 @@ def _job_counts(text: str) -> dict[str, int]:
 def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
     """The reconstruction rules in a scratch copy of the workflow, on prepared decoded
     features: when one shard's output is missing (its job failed, so the gather job did
-    not run) a dry run lists that shard and the gather job only, not the finished shard."""
+    not run) a dry run lists that shard and the gather job only, not the finished shard;
+    after the gather the (temp) shards are gone and a dry run has nothing to do."""
     import shutil
     import subprocess
     import sys
@@ -199,17 +202,20 @@ def test_deleting_one_shard_reruns_only_that_shard(tiny, decoded, tmp_path):
 
     def snakemake(*args):
         cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/demo.yaml", "config/test.yaml",
-               "--cores", "2", "--allowed-rules", "reconstruct_shard", "reconstruct_gather", *args,
-               "--", "results/subj01/reconstruction/recons.h5"]
+               "--cores", "2", "--allowed-rules", "reconstruct_shard", "reconstruct_gather",
+               *[a for a in args if not a.startswith("results/")], "--",
+               *([a for a in args if a.startswith("results/")] or ["results/subj01/reconstruction/recons.h5"])]
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=300,
                               env=dict(os.environ, HF_HUB_OFFLINE="1"))
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
         return proc.stdout + proc.stderr
 
-    snakemake()
-    shards = sorted((results / "subj01" / "reconstruction" / "shards").glob("*.h5"))
-    assert [p.name for p in shards] == ["0.h5", "1.h5"]
-    shards[1].unlink()
-    for name in ("recons.h5", "grid.png"):
-        (results / "subj01" / "reconstruction" / name).unlink()
+    shard_dir = results / "subj01" / "reconstruction" / "shards"
+    snakemake("results/subj01/reconstruction/shards/0.h5")  # as if shard 1's job had failed
+    assert [p.name for p in shard_dir.glob("*.h5")] == ["0.h5"]
     assert _job_counts(snakemake("-n")) == {"reconstruct_shard": 1, "reconstruct_gather": 1}
+    snakemake()
+    # issue 17.3: the shards are temp(): removed once recons.h5 is written; nothing left to do
+    assert (results / "subj01" / "reconstruction" / "recons.h5").is_file()
+    assert not list(shard_dir.glob("*.h5"))
+    assert _job_counts(snakemake("-n")) == {}

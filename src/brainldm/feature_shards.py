@@ -4,10 +4,15 @@ Layout (``shard_dir`` defaults to ``<out_file's folder>/shards/<family>``)::
 
     shards/<family>/manifest.json   fingerprint + one entry per finished shard
     shards/<family>/00000.h5        rows [0, shard_size) of stimuli.tsv: nsd_id + datasets
+    shards/<family>/gathered.h5     after the gather: a hard link to <family>.h5
     <family>.h5                     the gathered file (docs/contracts.md)
 
 A shard counts as finished when its file exists and the manifest lists it with the
-same image ids; the manifest's fingerprint covers the model, the family's settings
+same image ids. After a gather that checked every shard's ids, the shard files are
+replaced by ``gathered.h5``, a second name of the gathered file (no extra disk), and
+the manifest entries point at their rows in it (``file``, ``file_rows``): a later run
+(a deleted or re-requested <family>.h5, more images) reuses them from there. Where no
+hard link can be made (another filesystem) the shard files are kept. the manifest's fingerprint covers the model, the family's settings
 and its input files, and a changed fingerprint discards old shards. Files enter the
 fingerprint by content (SHA-256), not by modification time, so a copied model folder
 or stimuli file keeps the finished shards; the digests are cached in
@@ -35,6 +40,9 @@ from brainldm.feature_keys import family_keys
 from brainldm.features import (FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs,
                                progress)
 from brainldm.threads import limit_threads
+
+#: Name of the hard link to the gathered file that stands in for the shard files.
+GATHERED = "gathered.h5"
 
 
 def family_settings(family: str, section: dict | FeatureSettings | None) -> dict:
@@ -320,26 +328,34 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         print(f"[features {'+'.join(need)}] shard {name} ({b - a} images) in {time.time() - t0:.1f} s",
               file=sys.stderr)
     for fam, plan in plans.items():
-        gather(plan["dir"], names, out_files[fam], {"family": fam, "model": str(model),
-                                                    "fingerprint": plan["fingerprint"],
-                                                    "settings": json.dumps(family_settings(fam, s))})
+        entries = [plan["manifest"]["shards"][n] for n in names]
+        gather(plan["dir"], entries, out_files[fam], {"family": fam, "model": str(model),
+                                                      "fingerprint": plan["fingerprint"],
+                                                      "settings": json.dumps(family_settings(fam, s))})
+        link_gathered(plan["dir"], plan["manifest"], names, out_files[fam])
     return out_files[family]
 
 
-def gather(shard_dir: Path, names: list[str], out_file: Path, file_attrs: dict) -> None:
-    """Concatenate the shards (in order) into ``out_file``, streaming one shard at a time."""
-    files = [shard_dir / f"{n}.h5" for n in names]
+def _entry_rows(entry: dict) -> tuple[int, int]:
+    """Rows [a, b) of a manifest entry within its file (a shard file: all of it)."""
+    if "file_rows" in entry:
+        return tuple(entry["file_rows"])
+    return 0, len(entry["nsd_ids"])
+
+
+def gather(shard_dir: Path, entries: list[dict], out_file: Path, file_attrs: dict) -> None:
+    """Concatenate the shards' rows (manifest entries, in order) into ``out_file``, one shard at a time.
+
+    Each entry's rows must hold the image ids the manifest lists for it.
+    """
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(files[0], "r") as first:
+        with h5py.File(shard_dir / entries[0]["file"], "r") as first:
             layout = {}
             first.visititems(lambda k, v: layout.__setitem__(k, v) if isinstance(v, h5py.Dataset) else None)
             specs = {k: (v.shape[1:], v.dtype, dict(v.attrs)) for k, v in layout.items()}
-        n_total = 0
-        for file in files:
-            with h5py.File(file, "r") as f:
-                n_total += f["nsd_id"].shape[0]
+        n_total = sum(len(e["nsd_ids"]) for e in entries)
         with h5py.File(tmp, "w") as out:
             dsets = {}
             for k, (shape, dtype, attrs) in specs.items():
@@ -349,13 +365,49 @@ def gather(shard_dir: Path, names: list[str], out_file: Path, file_attrs: dict) 
                 dsets[k].attrs.update(attrs)
             out.attrs.update(file_attrs)
             row = 0
-            for file in files:
+            for entry in entries:
+                file = shard_dir / entry["file"]
+                a, b = _entry_rows(entry)
                 with h5py.File(file, "r") as f:
-                    m = f["nsd_id"].shape[0]
+                    if not np.array_equal(f["nsd_id"][a:b], entry["nsd_ids"]):
+                        raise FeatureError(f"{file} rows {a}-{b} hold other images than its manifest entry: "
+                                           f"delete {shard_dir} and rerun the features rule")
                     for k in specs:
-                        dsets[k][row:row + m] = f[k][...]
-                row += m
+                        dsets[k][row:row + b - a] = f[k][a:b]
+                row += b - a
         os.replace(tmp, out_file)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def link_gathered(shard_dir: Path, manifest: dict, names: list[str], out_file: Path) -> None:
+    """After a checked gather: make ``shard_dir/gathered.h5`` a hard link to ``out_file``, point the
+    manifest entries at their rows in it and remove the shard files (they hold the same bytes).
+
+    Where the link cannot be made (e.g. another filesystem), everything is kept as it is.
+    """
+    link = shard_dir / GATHERED
+    tmp = shard_dir / f".{GATHERED}.tmp-{os.getpid()}"
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        os.link(out_file, tmp)
+    except OSError as err:
+        print(f"[features] cannot hard-link {out_file} into {shard_dir} ({err.strerror}): the shard files "
+              "are kept beside the gathered file", file=sys.stderr)
+        return
+    os.replace(tmp, link)
+    row, old_files = 0, set()
+    for name in names:
+        entry = manifest["shards"][name]
+        n = len(entry["nsd_ids"])
+        old_files.add(entry["file"])
+        entry["file"], entry["file_rows"] = GATHERED, [row, row + n]
+        row += n
+    _write_json(shard_dir / "manifest.json", manifest)
+    old_files.discard(GATHERED)
+    for name in sorted(old_files):
+        (shard_dir / name).unlink(missing_ok=True)
+    print(f"[features] {len(old_files)} shard files replaced by {link} (a hard link to {out_file}: no extra disk)",
+          file=sys.stderr)

@@ -78,6 +78,9 @@ class ReconSettings:
             )
 
 
+#: The settings that only choose what grid.png shows (rule reconstruct_grid), not the images.
+GRID_FIELDS = ("grid_images", "grid_metric")
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -282,9 +285,12 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
                      for im in images]) if len(images) else np.zeros((0, size, size, 3), np.uint8)
 
 
-def gather(shard_files: Sequence[str | os.PathLike], z_npz, stimuli_file, out_h5, grid_png,
+def gather(shard_files: Sequence[str | os.PathLike], z_npz, stimuli_file, out_h5,
            subject: str, settings: dict | ReconSettings) -> Path:
-    """Concatenate the shards into ``recons.h5`` (docs/contracts.md) and draw ``grid.png``."""
+    """Concatenate the shards into ``recons.h5`` (docs/contracts.md), with the originals.
+
+    Its attrs are the settings the images were made with (not the grid's, see :func:`draw_grid`).
+    """
     from brainldm import nsd
 
     s = settings if isinstance(settings, ReconSettings) else ReconSettings(**settings)
@@ -323,9 +329,9 @@ def gather(shard_files: Sequence[str | os.PathLike], z_npz, stimuli_file, out_h5
                 originals[start:start + 64] = resize_images(
                     nsd.read_images(stimuli_file, nsd_ids[start:start + 64]), size)
             for key, value in asdict(s).items():
-                out.attrs[key] = value
+                if key not in GRID_FIELDS:
+                    out.attrs[key] = value
             out.attrs["subject"] = subject
-        draw_grid(tmp, grid_png, s, subject)
     return Path(out_h5)
 
 
@@ -354,10 +360,11 @@ def grid_rows(recons_h5: str | os.PathLike, settings: ReconSettings) -> tuple[li
         return rows, titles, f["nsd_id"][:][picks]
 
 
-def draw_grid(recons_h5, grid_png, settings: ReconSettings, subject: str) -> None:
+def draw_grid(recons_h5, grid_png, settings: dict | ReconSettings, subject: str) -> None:
     """grid.png: one row per shown test image, columns original | z | c | zc (best, then random)."""
     import matplotlib
 
+    settings = settings if isinstance(settings, ReconSettings) else ReconSettings(**settings)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -89,6 +89,9 @@ def test_report_holds_every_figure_with_a_caption(demo_run, report):
     html = report[0].read_text()
     assert f"trials_per_session={TEST_CONFIG['synthetic']['trials_per_session']}" in html
     assert "coco_annotations_url=" in html
+    # the metrics page says which sessions each subject's numbers come from
+    md = demo_run.path("results/evaluation/metrics.md").read_text()
+    assert "## Sessions used" in md and "Sessions excluded" not in md
 
 
 def test_report_renders_in_headless_chromium(report, tmp_path):

@@ -30,13 +30,13 @@ from .conftest import (
 pytestmark = pytest.mark.slow
 
 # Rerunning one subject's reconstruction: force the shard rule for that subject's
-# final files; the gather of that subject follows, nothing else.
+# final files; the gather and the grid of that subject follow, nothing else.
 SUBJECT_FORCE = "reconstruct_shard"
 SUBJECT_TARGETS = [
     "results/{subject}/reconstruction/recons.h5",
     "results/{subject}/reconstruction/grid.png",
 ]
-SUBJECT_RULES = {"reconstruct_shard", "reconstruct_gather"}
+SUBJECT_RULES = {"reconstruct_shard", "reconstruct_gather", "reconstruct_grid"}
 # A reconstruction parameter: only the reconstruction and what uses it rerun.
 PARAM_RULE = "reconstruct_shard"
 PARAM_CHANGE = {"reconstruction": {"strength": 0.7}}

@@ -23,7 +23,7 @@ DECODING_SETTINGS = {
 
 RECON = config["reconstruction"]
 RECON_SHARDS = list(range(RECON["shards"]))
-# What the shard jobs depend on (the grid's keys only change the gather job).
+# What the shard and gather jobs depend on (the grid's keys only change reconstruct_grid).
 RECON_SHARD_SETTINGS = {k: v for k, v in RECON.items() if not k.startswith("grid_")}
 # The tiny model is CPU work (one thread each, so two jobs share the 2 demo cores).
 RECON_GPU = 0 if TINY_MODEL else 1

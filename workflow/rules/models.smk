@@ -84,7 +84,8 @@ def features_settings(*families):
 
 
 def features_disk_mb(*families):
-    """Disk (MB) a features job writes: its shards plus the gathered file (2 copies), for
+    """Disk (MB) a features job needs at its peak: its shards plus the gathered file (2 copies;
+    after the gather the shards become a hard link to it, so 1 copy remains), for
     at most 10,000 images per configured subject (NSD: 73,000 in all), in features.dtype.
     Per image: z 4 x (z_resolution/8)^2; c 77 x 768; zc that x (strengths + fractions);
     unet SD v1's 3,200 block channels x pool^2 x fractions. The tiny model: 200 MB."""

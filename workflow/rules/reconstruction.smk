@@ -1,7 +1,7 @@
 # Images from decoded z and c (see docs/contracts.md and src/brainldm/reconstruct.py):
 # the test images of each subject are split into reconstruction.shards jobs (GPU
-# jobs with a real model), then gathered into recons.h5 and grid.png. Helpers and
-# settings in decoding_common.smk.
+# jobs with a real model), then gathered into recons.h5 (the shards are temp(): removed
+# once it is written) and drawn as grid.png. Helpers and settings in decoding_common.smk.
 rule reconstruct_shard:
     """Reconstruct one shard of one subject's test images: zc, z-only and c-only."""
     input:
@@ -9,7 +9,7 @@ rule reconstruct_shard:
         c="results/{subject}/decoding/c.npz",
         model=model_inputs(),
     output:
-        "results/{subject}/reconstruction/shards/{shard}.h5",
+        temp("results/{subject}/reconstruction/shards/{shard}.h5"),
     params:
         model=model_param,
         local_files_only=MODEL["local_files_only"],
@@ -32,21 +32,15 @@ rule reconstruct_shard:
 
 
 rule reconstruct_gather:
-    """All shards of one subject into recons.h5 (with the originals) and grid.png."""
+    """All shards of one subject into recons.h5, with the originals."""
     input:
         shards=expand("results/{{subject}}/reconstruction/shards/{shard}.h5", shard=RECON_SHARDS),
         z="results/{subject}/decoding/z.npz",
         stimuli=nsd_file("stimuli"),
     output:
         h5="results/{subject}/reconstruction/recons.h5",
-        grid=report(
-            "results/{subject}/reconstruction/grid.png",
-            caption="../report/reconstruction.rst",
-            category="Reconstruction",
-            labels={"subject": "{subject}"},
-        ),
     params:
-        settings=dict(RECON),
+        settings=RECON_SHARD_SETTINGS,
     log:
         "results/logs/reconstruction/{subject}_gather.log",
     benchmark:
@@ -60,6 +54,33 @@ rule reconstruct_gather:
         "../envs/cpu.yaml"
     script:
         "../scripts/reconstruct_gather.py"
+
+
+rule reconstruct_grid:
+    """grid.png: a few test images of one subject, original and z, c, zc (best and random sample)."""
+    input:
+        "results/{subject}/reconstruction/recons.h5",
+    output:
+        report(
+            "results/{subject}/reconstruction/grid.png",
+            caption="../report/reconstruction.rst",
+            category="Reconstruction",
+            labels={"subject": "{subject}"},
+        ),
+    params:
+        settings=dict(RECON),
+    log:
+        "results/logs/reconstruction/{subject}_grid.log",
+    benchmark:
+        "results/benchmarks/reconstruction/{subject}_grid.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10 if not TINY_MODEL else 5,
+    conda:
+        "../envs/cpu.yaml"
+    script:
+        "../scripts/reconstruct_grid.py"
 
 
 TARGETS += expand(

@@ -1,4 +1,4 @@
-"""Rule reconstruct_gather: shards -> recons.h5 (with the originals) and grid.png."""
+"""Rule reconstruct_gather: shards -> recons.h5 (with the originals)."""
 from brainldm.logs import redirect_to_log
 from brainldm.reconstruct import gather
 
@@ -8,7 +8,6 @@ with redirect_to_log(snakemake.log[0]):
         z_npz=snakemake.input.z,
         stimuli_file=snakemake.input.stimuli,
         out_h5=snakemake.output.h5,
-        grid_png=snakemake.output.grid,
         subject=snakemake.wildcards.subject,
         settings=dict(snakemake.params.settings),
     )
