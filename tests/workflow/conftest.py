@@ -67,7 +67,7 @@ def copy_workflow(dest: Path, config_overrides: dict | None = None) -> Path:
     shutil.copy2(REPO / "Snakefile", dest / "Snakefile")
     for folder in ("workflow", "config"):
         shutil.copytree(REPO / folder, dest / folder, ignore=ignore, dirs_exist_ok=True)
-    # Small inputs shipped with the repository (the tiny tokenizer), not downloads.
+    # Small inputs of the repository (CLIP's tokenizer, built by make install), not downloads.
     shutil.copytree(
         REPO / "resources",
         dest / "resources",
@@ -182,7 +182,7 @@ class WorkflowRun:
         """Copy the whole run (results and .snakemake metadata, mtimes kept) to `dest`.
 
         The clone keeps running this run's Snakefile: rules whose inputs are absolute
-        paths inside the workflow folder (the tiny tokenizer) would otherwise see a
+        paths inside the workflow folder (CLIP's tokenizer) would otherwise see a
         changed set of input files and rerun everything downstream.
         """
         shutil.copytree(

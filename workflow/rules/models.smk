@@ -10,10 +10,11 @@ from brainldm.feature_keys import family_config
 MODEL = config["model"]
 TINY_MODEL = MODEL["name"] == "tiny"
 TINY_MODEL_DIR = "results/models/tiny"
-# The tiny model's hand-made tokenizer ships with the repository: an absolute path, the
-# same whichever folder snakemake runs in (--directory), so a run from another working
-# directory does not see a changed input set.
-TINY_TOKENIZER_DIR = os.path.join(REPO_DIR, "resources", "tiny_tokenizer")
+# The tiny model's tokenizer, CLIP's own, built by `make install` (brainldm.clip_tokenizer)
+# into the repository's resources/: an absolute path, the same whichever folder snakemake
+# runs in (--directory), so a run from another working directory does not see a changed
+# input set.
+TINY_TOKENIZER_DIR = os.path.join(REPO_DIR, "resources", "clip_tokenizer")
 # Real models run on a GPU when there is one; the tiny model is CPU work.
 FEATURES_GPU = 0 if TINY_MODEL else 1
 FEATURES_ENV = "../envs/cpu.yaml" if TINY_MODEL else "../envs/gpu.yaml"
@@ -30,8 +31,14 @@ def check_model():
     """Stop the DAG construction (also of a dry run) when model.name is a hub id not
     in the local cache (with model.local_files_only) or a folder lacking components;
     the message names model.name and the download command. The tiny model is built
-    by the workflow and exempt."""
+    by the workflow; only its tokenizer (built by make install) must be there."""
     if TINY_MODEL:
+        from brainldm.clip_tokenizer import TokenizerBuildError, check_tokenizer_dir
+
+        try:
+            check_tokenizer_dir(TINY_TOKENIZER_DIR)
+        except TokenizerBuildError as err:
+            raise WorkflowError(f"model.name 'tiny' cannot be built: {err}") from None
         return
     from brainldm.model_files import ModelError, check_model_folder, resolve_model
 
