@@ -19,10 +19,8 @@ import gzip
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -112,19 +110,12 @@ def write_tokenizer(source: str | os.PathLike, out_dir: str | os.PathLike = DEFA
     vocab = clip_vocab(merges)
     if len(vocab) != VOCAB_SIZE:
         raise TokenizerBuildError(f"{source}: {len(vocab)} tokens, expected {VOCAB_SIZE}")
+    from brainldm.io import atomic_dir  # numpy: not at parse time, where only check_tokenizer_dir runs
+
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)
+    with atomic_dir(out_dir) as tmp:
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         (tmp / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

@@ -68,12 +68,12 @@ def describe_error(config: Mapping, schema: Mapping) -> str | None:
     return "\n".join(lines)
 
 
-def _merge(base: dict, update: Mapping) -> dict:
+def merge_configs(base: dict, update: Mapping) -> dict:
     """Deep-merge ``update`` into a copy of ``base`` (as Snakemake merges config files)."""
     merged = dict(base)
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_configs(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -90,7 +90,7 @@ def check_files(files: list[str | os.PathLike], repo_dir: str | os.PathLike | No
     for file in [repo / "config" / "config.yaml", *files]:
         if not Path(file).is_file():
             raise ConfigError(f"config file {file} does not exist; check the path given")
-        config = _merge(config, check_yaml(file))
+        config = merge_configs(config, check_yaml(file))
     schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
     message = describe_error(config, schema)
     if message is not None:

@@ -24,9 +24,7 @@ Typical use::
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import diffusers
@@ -43,6 +41,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from brainldm.clip_tokenizer import DEFAULT_DIR as CLIP_TOKENIZER_DIR
 from brainldm.clip_tokenizer import TokenizerBuildError, check_tokenizer_dir
+from brainldm.io import atomic_dir
 from brainldm.model_files import (  # re-exported: the checks run while the workflow parses
     REQUIRED_COMPONENTS,
     ModelError,
@@ -232,16 +231,8 @@ def build_tiny_model(out_dir: str | os.PathLike, seed: int = 0,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         pipe.save_pretrained(tmp)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 

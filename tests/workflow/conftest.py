@@ -93,14 +93,10 @@ def model_folder_layout(folder: Path) -> None:
 
 
 def deep_update(base: dict, extra: dict) -> dict:
-    """`base` with `extra` merged in recursively (dicts merged, other values replaced)."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = value
-    return out
+    """`base` with `extra` merged in recursively, as Snakemake merges config files."""
+    from brainldm.config_check import merge_configs
+
+    return merge_configs(base, extra)
 
 
 @dataclass
