@@ -1,27 +1,31 @@
 # Helpers of the encoding stage (encoding.smk).
-ENCODING = config.get("encoding", {})
-ENCODING_ANALYSES = list(ENCODING.get("analyses", ["single", "noise", "stage", "layers"]))
-# The config keys that change the fitted results (tracked as params).
-ENCODING_SETTINGS = {
-    k: ENCODING[k]
-    for k in ("n_components", "alphas", "cv_folds", "n_iter", "backend", "n_targets_batch",
-              "voxel_batch", "q", "zc_strength", "noise_levels", "fractions", "layers", "seed")
-    if k in ENCODING
-}
-# The config keys that change the maps.
-ENCODING_MAP_SETTINGS = {
-    k: ENCODING.get(k)
-    for k in ("pycortex_subject", "pycortex_xfm", "pycortex_filestore", "r_vmax")
-}
+ENCODING = config["encoding"]  # every key has its default from the schema
+ENCODING_ANALYSES = list(ENCODING["analyses"])
+# The feature families each analysis fits on (the inputs of rule encode).
+ENCODING_FEATURES = {"single": ("z", "c", "zc"), "noise": ("z", "zc"), "stage": ("z", "zc"), "layers": ("unet",)}
+# The config keys that change the maps; every other key (but analyses) changes the
+# fitted results (tracked as params).
+MAP_KEYS = ("pycortex_subject", "pycortex_xfm", "pycortex_filestore", "r_vmax")
+ENCODING_SETTINGS = {k: v for k, v in ENCODING.items() if k not in MAP_KEYS and k != "analyses"}
+ENCODING_MAP_SETTINGS = {k: ENCODING[k] for k in MAP_KEYS}
 # himalaya on a GPU (torch_cuda, or auto where one is present) for NSD-size fits.
-ENCODING_GPU = 1 if ENCODING.get("backend", "auto") in ("auto", "torch_cuda") and not SYNTHETIC else 0
+ENCODING_GPU = 1 if ENCODING["backend"] in ("auto", "torch_cuda") and not SYNTHETIC else 0
 ENCODING_THREADS = 2 if SYNTHETIC else 4
+# Minutes per analysis at NSD size on one GPU (a single fit, or the banded fits per level).
+ENCODING_RUNTIME = {"single": 240, "noise": 480, "stage": 480, "layers": 480} if not SYNTHETIC else dict.fromkeys(ENCODING_FEATURES, 10)
+
+
+def encoding_inputs(wildcards):
+    """Betas and trial tables of the subject, and the feature files of the analysis."""
+    betas = {k: v.format(subject=wildcards.subject) for k, v in ENCODING_BETAS.items()}
+    features = {family: f"results/features/{family}.h5" for family in ENCODING_FEATURES[wildcards.analysis]}
+    return {**betas, **features}
 
 
 def encoding_mem_mb(wildcards, input):
     """Train betas of one voxel batch in float32 plus the solver's copies (about 4x),
     bounded by 4x the whole train betas file, plus features/PCA headroom."""
-    batch = ENCODING.get("voxel_batch", 20000) or 10**9
+    batch = ENCODING["voxel_batch"] or 10**9
     # rows x batch x 4 bytes; NSD: 27,750 trials -> 2.2 GB per 20,000 voxels
     rows_mb = input.size_mb  # all inputs; an upper bound of the betas
     per_batch_mb = min(rows_mb, 30000 * batch * 4 / 1e6)

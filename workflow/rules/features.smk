@@ -1,6 +1,6 @@
 # LDM features of every stimulus a configured subject saw (see docs/contracts.md and
 # src/brainldm/{models,features,feature_shards}.py): z, c, zc and U-Net activations,
-# one rule per family, each resumable from its shards in results/features/shards/.
+# one job per family, each resumable from its shards in results/features/shards/.
 include: "models.smk"
 
 
@@ -31,64 +31,35 @@ rule build_tiny_model:
         "../scripts/build_tiny_model.py"
 
 
-rule features_z:
-    """z: VAE latents of the stimuli at features.z_resolution, x the scaling factor."""
+rule features:
+    """z (VAE latents of the stimuli at features.z_resolution, x the scaling factor) or
+    c (text embeddings of each stimulus's COCO captions, averaged over captions): one
+    job per family, `--forcerun results/features/z.h5` reruns only that family."""
     input:
-        table="results/stimuli/stimuli.tsv",
-        stimuli=nsd_file("stimuli"),
-        model=model_inputs(),
+        unpack(features_inputs),
     output:
-        "results/features/z.h5",
+        "results/features/{family}.h5",
+    wildcard_constraints:
+        family="z|c",
     params:
-        settings=features_settings("z"),
+        settings=lambda wildcards: features_settings(wildcards.family),
         model=model_param,
         local_files_only=MODEL["local_files_only"],
         device=model_device(),
     log:
-        "results/logs/features/features_z.log",
+        "results/logs/features/features_{family}.log",
     benchmark:
-        "results/benchmarks/features/features_z.tsv"
+        "results/benchmarks/features/features_{family}.tsv"
     threads: FEATURES_THREADS
     resources:
-        mem_mb=FEATURES_MEM_MB["z"],
-        runtime=FEATURES_RUNTIME["z"],
+        mem_mb=lambda wildcards: FEATURES_MEM_MB[wildcards.family],
+        runtime=lambda wildcards: FEATURES_RUNTIME[wildcards.family],
         gpu=FEATURES_GPU,
-        disk_mb=features_disk_mb("z"),
+        disk_mb=lambda wildcards: features_disk_mb(wildcards.family),
     conda:
         FEATURES_ENV
     script:
-        "../scripts/features_z.py"
-
-
-rule features_c:
-    """c: text embeddings of each stimulus's COCO captions, averaged over captions."""
-    input:
-        table="results/stimuli/stimuli.tsv",
-        stim_info=nsd_file("stim_info"),
-        captions_train=nsd_file("captions_train"),
-        captions_val=nsd_file("captions_val"),
-        model=model_inputs(),
-    output:
-        "results/features/c.h5",
-    params:
-        settings=features_settings("c"),
-        model=model_param,
-        local_files_only=MODEL["local_files_only"],
-        device=model_device(),
-    log:
-        "results/logs/features/features_c.log",
-    benchmark:
-        "results/benchmarks/features/features_c.tsv"
-    threads: FEATURES_THREADS
-    resources:
-        mem_mb=FEATURES_MEM_MB["c"],
-        runtime=FEATURES_RUNTIME["c"],
-        gpu=FEATURES_GPU,
-        disk_mb=features_disk_mb("c"),
-    conda:
-        FEATURES_ENV
-    script:
-        "../scripts/features_c.py"
+        "../scripts/features.py"
 
 
 rule features_zc:

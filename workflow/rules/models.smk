@@ -105,3 +105,16 @@ def features_disk_mb(*families):
     n_images = min(73000, 10000 * len(config["data"]["subjects"]))
     item = 2 if f["dtype"] == "float16" else 4
     return int(100 + 2 * n_images * item * sum(values[k] for k in families) / 1e6)
+
+
+def features_inputs(wildcards):
+    """Inputs of the features job of family z (the stimulus images) or c (the captions)."""
+    common = {"table": "results/stimuli/stimuli.tsv", "model": model_inputs()}
+    if wildcards.family == "z":
+        return {**common, "stimuli": nsd_file("stimuli")}
+    return {
+        **common,
+        "stim_info": nsd_file("stim_info"),
+        "captions_train": nsd_file("captions_train"),
+        "captions_val": nsd_file("captions_val"),
+    }
