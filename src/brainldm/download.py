@@ -11,7 +11,7 @@ Every transfer
   ``Content-Length``); on a mismatch the ``.part`` is removed and nothing is left
   under the final name,
 - is skipped when ``dest`` already has the server's size,
-- shows tqdm progress in bytes on stderr (sparse updates when stderr is a log file).
+- logs its progress in bytes as plain lines (brainldm.logs.Progress, one every 30 s).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import botocore.exceptions
 import urllib3.exceptions
 from botocore import UNSIGNED
 from botocore.config import Config
-from tqdm import tqdm
 
+from brainldm.logs import Progress
 from brainldm.nsd_layout import COCO_KINDS, SESSIONS_PER_SUBJECT, NSDError, relpath
 
 #: Bytes read from the network per write (and per progress update).
@@ -60,32 +60,6 @@ class DownloadError(NSDError):
 
 
 # --------------------------------------------------------------------- common core
-class _LogLines:
-    """A text stream that puts each tqdm refresh on its own line (for log files)."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def write(self, text: str) -> int:
-        line = text.replace("\r", "").strip()
-        if line:
-            self.stream.write(line + "\n")
-        return len(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-def _progress(total: int, initial: int, desc: str) -> tqdm:
-    """Byte progress bar on stderr; in a log file one line every 30 s."""
-    if sys.stderr.isatty():
-        return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True,
-                    unit_divisor=1024, file=sys.stderr, mininterval=0.5)
-    return tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True,
-                unit_divisor=1024, file=_LogLines(sys.stderr), mininterval=30.0,
-                dynamic_ncols=False, ncols=100, ascii=True)
-
-
 def _part(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
 
@@ -119,7 +93,7 @@ def _transfer(
             print(f"fetching {source} ({size} bytes) into {part}", file=sys.stderr)
         try:
             start, chunks = open_from(offset)
-            with open(part, "r+b") as f, _progress(size, start, dest.name) as bar:
+            with open(part, "r+b") as f, Progress(size, dest.name, unit="B", initial=start, every_s=30) as bar:
                 f.seek(start)
                 f.truncate()
                 for chunk in chunks:

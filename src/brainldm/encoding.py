@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import scipy.stats
-from tqdm import tqdm
-
+from brainldm.logs import progress
 from brainldm.io import atomic_path
 from brainldm.ridge import fit_ridge, make_cv, resolve_backend, ridge_design
 from brainldm.scores import pearson_columns, r2_columns
@@ -275,7 +273,7 @@ def fit_single(x_train: np.ndarray, x_test: np.ndarray, data: SubjectData, setti
     # the per-fold decompositions of the features are computed once for all voxel batches
     design = (ridge_design(x_train, settings["alphas"], n_targets=data.n_vox, **cv)
               if x_train.shape[0] >= x_train.shape[1] else None)
-    for sl in tqdm(batches, desc=f"ridge {desc}", file=sys.stderr, mininterval=10, dynamic_ncols=False, disable=len(batches) == 1):
+    for sl in progress(batches, f"ridge {desc} voxel batches"):
         y = np.asarray(data.train[:, sl], dtype=np.float32)
         fit = fit_ridge(x_train, y, settings["alphas"], n_targets_batch=settings["n_targets_batch"],
                         fit_intercept=True, design=design, **cv)
@@ -313,7 +311,7 @@ def fit_banded(spaces_train: Sequence[np.ndarray], spaces_test: Sequence[np.ndar
     backend = set_backend(resolve_backend(settings["backend"]), on_error="warn")
     batches = voxel_batches(data.n_vox, settings["voxel_batch"])
     try:
-        for sl in tqdm(batches, desc=f"banded {desc}", file=sys.stderr, mininterval=10, dynamic_ncols=False, disable=len(batches) == 1):
+        for sl in progress(batches, f"banded {desc} voxel batches"):
             y = np.asarray(data.train[:, sl], dtype=np.float32)
             y_mean = y.mean(0)
             model = GroupRidgeCV(groups=groups, solver="random_search", solver_params=params,

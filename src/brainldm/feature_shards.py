@@ -37,8 +37,8 @@ import pandas as pd
 
 from brainldm import nsd
 from brainldm.feature_keys import family_keys
-from brainldm.features import (FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs,
-                               progress)
+from brainldm.features import FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs
+from brainldm.logs import Progress
 from brainldm.threads import limit_threads
 
 #: Name of the hard link to the gathered file that stands in for the shard files.
@@ -298,7 +298,7 @@ def extract_family(family: str, stimuli_table: str | os.PathLike, out_file: str 
         parts: dict[str, dict[str, list[np.ndarray]]] = {fam: {} for fam in need}
         timesteps = None
         starts = range(a, b, s.batch_size)
-        with progress(len(starts), f"{'+'.join(need)} shard {name}") as bar:
+        with Progress(len(starts), f"{'+'.join(need)} shard {name} batches", every_s=5) as bar:
             for lo in starts:
                 hi = min(lo + s.batch_size, b)
                 data = inputs.batch(slice(lo, hi), ids[lo:hi])

@@ -14,7 +14,6 @@ Shapes use SD v1.4's sizes at the default z_resolution 320 (the tiny model's in 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -394,10 +393,3 @@ def compute_zc_unet(pipe, settings: FeatureSettings, nsd_ids, z: np.ndarray, c: 
             res.pop(f"noise/s{s:.2f}")
         zc.update({k: v for k, v in res.items() if k != "_timesteps" and not k.startswith(layer_prefixes)})
     return zc, acts
-
-
-def progress(total: int, desc: str):
-    """A tqdm bar readable in log files (stderr, no dynamic width, at most every 5 s)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, file=sys.stderr, mininterval=5, ncols=80, dynamic_ncols=False)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
-
 from brainldm import nsd
+from brainldm.logs import progress
 from brainldm.io import allocate_npy, atomic_path, remove_stale_temporaries, report_disk_full
 
 log = logging.getLogger(__name__)
@@ -199,7 +198,7 @@ def ingest_subject(
     kept_rows = np.ones(len(train), dtype=bool)
     status = []  # one row per session for sessions.tsv
     try:
-        for session, file in enumerate(tqdm(betas_files, desc=f"{subject} sessions", mininterval=10), start=1):
+        for session, file in enumerate(progress(betas_files, f"{subject} sessions"), start=1):
             sess = table.loc[table["SESSION"] == session]
             file_grid, n_trials = nsd.betas_grid(file)
             if file_grid != grid:

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from brainldm.io import atomic_path
+from brainldm.logs import progress
 from brainldm.threads import limit_threads
 
 CONDITIONS = ("z", "c", "zc")
@@ -239,7 +240,6 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
     threads: CPU threads for torch and BLAS (the rule's threads; None = library defaults).
     require_gpu: a GPU job (real model): stop rather than run on the CPU when CUDA is not
     usable and device is auto (:func:`brainldm.models.resolve_device`)."""
-    from tqdm import tqdm
 
     limit_threads(threads)
 
@@ -265,8 +265,7 @@ def reconstruct_shard(model: str | os.PathLike, z_npz, c_npz, out_h5, subject: s
             for key, value in asdict(s).items():
                 f.attrs[key] = value
             starts = range(0, len(idx), s.batch_size)
-            for start in tqdm(starts, desc=f"{subject} shard {shard} (batches of {s.batch_size})",
-                              file=sys.stderr, mininterval=10, dynamic_ncols=False):
+            for start in progress(starts, f"{subject} shard {shard} batches of {s.batch_size}"):
                 rows = idx[start:start + s.batch_size]
                 seeds = np.array([[sample_seed(s.seed, subject, nsd_ids[i], k) for k in range(s.n_samples)]
                                   for i in rows])

@@ -24,12 +24,13 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+
+from brainldm.logs import progress
 
 BACKENDS = ("auto", "numpy", "torch", "torch_cuda")
 SOLVERS = ("auto", "primal", "kernel")
@@ -338,8 +339,6 @@ class PrimalRidgeCV:
     def fit(self, Y: np.ndarray, n_targets_batch: int | None = None, desc: str = "ridge") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Y (n_samples, n_targets) float32 -> coef (n_features, n_targets), best_alphas and
         cv_scores (n_targets,), all numpy float32."""
-        from tqdm import tqdm
-
         ops = self.ops
         n_targets = Y.shape[1]
         step = n_targets if not n_targets_batch else int(n_targets_batch)
@@ -347,7 +346,7 @@ class PrimalRidgeCV:
         best_alphas = np.empty(n_targets, dtype=np.float32)
         cv_scores = np.empty(n_targets, dtype=np.float32)
         starts = range(0, n_targets, step)
-        for start in tqdm(starts, desc=desc, unit="batch", file=sys.stderr, disable=len(starts) == 1):
+        for start in (progress(starts, f"{desc} target batches") if len(starts) > 1 else starts):
             sl = slice(start, min(start + step, n_targets))
             y = ops.asarray(np.ascontiguousarray(Y[:, sl], dtype=np.float32))
             scores, proj = self._fold_scores(y) if self.strategy == "folds" else self._hat_scores(y)

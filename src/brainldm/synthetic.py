@@ -31,10 +31,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import scipy.io
-from tqdm import tqdm
 
 from brainldm import nsd, scenes
 from brainldm.io import atomic_path
+from brainldm.logs import progress
 
 N_NSD_SUBJECTS = 8
 #: pycortex S1 ROIs that make up each NSD ``streams`` label in the synthetic data.
@@ -291,7 +291,7 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
     stim_file = nsd.path(root, "stimuli")
     with atomic_path(stim_file) as tmp, h5py.File(tmp, "w") as f:
         brick = f.create_dataset("imgBrick", (design.n_images, design.image_size, design.image_size, 3), dtype=np.uint8, chunks=(1, design.image_size, design.image_size, 3))
-        for i, scene in enumerate(tqdm(scene_list, desc="images", mininterval=5)):
+        for i, scene in enumerate(progress(scene_list, "synthetic images")):
             brick[i] = scenes.render(scene, design.image_size)
     images_low = scenes.low_level_features(_read_all(stim_file))
     attrs = np.stack([scenes.attributes(s) for s in scene_list])
@@ -350,7 +350,7 @@ def _write_betas(root: Path, name: str, design: SyntheticDesign, responses: pd.D
     if design.nsd_quirks:  # brain voxels at the top edge of the slab: no data in the last session
         edge_z = np.quantile(voxels[:, 2], 0.98)
         edge = voxels[:, 2] >= edge_z
-    for session in tqdm(range(1, n_sessions + 1), desc=f"{name} betas", mininterval=5):
+    for session in progress(range(1, n_sessions + 1), f"{name} betas sessions"):
         rows = responses["SESSION"].to_numpy() == session
         ids = responses.loc[rows, "nsd_id"] if "nsd_id" in responses else responses.loc[rows, "73KID"] - 1
         clean = signal[ids.to_numpy()]

@@ -21,6 +21,7 @@ from .conftest import (
     WorkflowRun,
     content_difference,
     downstream,
+    parse_dry_run,
     rule_graph,
     snakemake_command,
     upstream,
@@ -90,6 +91,16 @@ def test_forcerun_one_subject_reruns_only_that_job(demo_run, graph, tmp_path):
     assert set(jobs) <= downstream(graph, SUBJECT_FORCE) - SUBJECT_RULES, jobs
     reasons = run.history[-1].stdout
     assert other not in "".join(l for l in reasons.splitlines() if "wildcards:" in l), reasons
+
+
+def test_forcerun_one_feature_family_reruns_only_that_family(demo_run):
+    """One rule computes z and c (wildcard family): forcing c.h5 plans the features job
+    of c alone (z.h5 is not recomputed; what reads c follows)."""
+    proc = demo_run.snakemake("-n", "--forcerun", "results/features/c.h5")
+    text = proc.stdout + proc.stderr
+    jobs = parse_dry_run(text)
+    assert jobs.get("features") == 1, jobs
+    assert "family: c" in text and "family: z" not in text, text[-3000:]
 
 
 def test_changed_param_reruns_only_that_rule_and_downstream(demo_run, graph, tmp_path):

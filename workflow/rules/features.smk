@@ -84,9 +84,13 @@ rule features_zc:
     benchmark:
         "results/benchmarks/features/features_zc.tsv"
     threads: FEATURES_THREADS
+    # A job stopped by the site's time limit (or out of memory) is retried with twice
+    # the time and memory; the shards it finished are reused, so each attempt goes on
+    # where the previous one stopped.
+    retries: 2
     resources:
-        mem_mb=max(FEATURES_MEM_MB["zc"], FEATURES_MEM_MB["unet"]),
-        runtime=FEATURES_RUNTIME["zc"],
+        mem_mb=lambda wildcards, attempt: attempt * max(FEATURES_MEM_MB["zc"], FEATURES_MEM_MB["unet"]),
+        runtime=lambda wildcards, attempt: attempt * FEATURES_RUNTIME["zc"],
         gpu=FEATURES_GPU,
         disk_mb=features_disk_mb("zc", "unet"),
     conda:
