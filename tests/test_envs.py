@@ -43,7 +43,7 @@ def _expected(env: str) -> set[str]:
     return {
         "cpu": jobs - DOWNLOAD_ONLY,
         "gpu": jobs - DOWNLOAD_ONLY - {"pycortex"},
-        "download": DOWNLOAD_ONLY | {"tqdm"},
+        "download": DOWNLOAD_ONLY,
     }[env]
 
 
