@@ -103,3 +103,36 @@ def test_design_rejects_impossible_sizes():
         SyntheticDesign((1,), 1, 10, 2, 100, 32, 1.0, 0).check()
     with pytest.raises(ValueError, match="synthetic.n_images"):
         SyntheticDesign((1,), 2, 150, 10, 50, 32, 1.0, 0).check()
+
+
+def test_per_subject_session_mapping_writes_each_subjects_sessions(tmp_path, pycortex_cache):
+    """synthetic.n_sessions {1: 3, 2: 2}: subj01 gets 3 sessions, subj02 2 (responses and betas)."""
+    from brainldm.synthetic import write_synthetic_nsd
+
+    design = SyntheticDesign(subjects=(1, 2), n_sessions={1: 3, 2: 2}, trials_per_session=60, n_shared_images=10,
+                             n_images=450, image_size=32, snr=1.0, seed=0)
+    write_synthetic_nsd(tmp_path, design, pycortex_cache)
+    for subject, n in (("subj01", 3), ("subj02", 2)):
+        responses = nsd.read_responses(nsd.path(tmp_path, "responses", subject))
+        assert sorted(responses["SESSION"].unique()) == list(range(1, n + 1))
+        assert len(responses) == n * 60
+        for fmt in ("hdf5", "nifti"):
+            assert all(nsd.path(tmp_path, f"betas_{fmt}", subject, s).is_file() for s in range(1, n + 1))
+            assert not nsd.path(tmp_path, f"betas_{fmt}", subject, n + 1).exists()
+
+
+def test_per_subject_session_mapping_accepts_int_and_str_keys():
+    from brainldm.nsd_layout import synthetic_session_counts
+
+    assert synthetic_session_counts({1: 3, 2: 2}, [1, 2]) == {1: 3, 2: 2}
+    assert synthetic_session_counts({"1": 3, "subj02": 2}, [1, 2], nsd_quirks=True) == {1: 3, 2: 2}
+    assert synthetic_session_counts(4, [1, 2], nsd_quirks=True) == {1: 4, 2: 3}
+    design = SyntheticDesign((1, 2), {"1": 3, "2": 2}, 60, 10, 450, 32, 1.0, 0)
+    assert (design.sessions_of(1), design.sessions_of(2), design.n_trials) == (3, 2, 180)
+
+
+def test_per_subject_session_mapping_must_name_every_subject():
+    with pytest.raises(ValueError, match=r"synthetic\.n_sessions.*subj02"):
+        SyntheticDesign((1, 2), {1: 3}, 60, 10, 450, 32, 1.0, 0).check()
+    with pytest.raises(ValueError, match=r"synthetic\.n_sessions.*subj05"):
+        SyntheticDesign((1, 5), {"1": 3, "2": 3}, 60, 10, 450, 32, 1.0, 0).check()

@@ -108,3 +108,38 @@ def read_responses(file: str | os.PathLike) -> "pd.DataFrame":
         )
     table["nsd_id"] = ids.astype(np.int64) - 1
     return table
+
+
+def synthetic_session_counts(n_sessions, subjects, nsd_quirks: bool = False) -> dict[int, int]:
+    """Sessions the synthetic generator writes for each subject: {subject (int): n}.
+
+    n_sessions (config ``synthetic.n_sessions``): one integer for every subject (with
+    ``nsd_quirks``, every second subject of ``subjects`` gets one fewer, when n > 1),
+    or a mapping {subject (1, "1" or "subj01"): n}, taken as it is, which must name
+    every subject of ``subjects``. Standard library only (parse time).
+    """
+    from collections.abc import Mapping
+
+    subjects = [int(subject_name(s)[4:]) for s in subjects]
+    key = "synthetic.n_sessions"
+
+    def count(value, who: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 40:
+            raise NSDError(f"{key}: {value!r} for {who} is not an integer from 1 to 40")
+        return value
+
+    if isinstance(n_sessions, Mapping):
+        per = {}
+        for k, v in n_sessions.items():
+            try:
+                s = subject_name(int(k) if isinstance(k, str) and k.isdigit() else k)
+            except NSDError as err:
+                raise NSDError(f"{key}: {err}") from err
+            per[int(s[4:])] = count(v, s)
+        absent = [subject_name(s) for s in subjects if s not in per]
+        if absent:
+            raise NSDError(f"{key} is a per-subject mapping but lacks {', '.join(absent)} "
+                           "(a subject of data.subjects): add a number of sessions for it")
+        return {s: per[s] for s in subjects}
+    n = count(n_sessions, "every subject")
+    return {s: n - 1 if nsd_quirks and n > 1 and i % 2 == 1 else n for i, s in enumerate(subjects)}

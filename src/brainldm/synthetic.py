@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ import scipy.io
 from brainldm import nsd, scenes
 from brainldm.io import atomic_path
 from brainldm.logs import progress
+from brainldm.nsd_layout import synthetic_session_counts
 
 N_NSD_SUBJECTS = 8
 #: pycortex S1 ROIs that make up each NSD ``streams`` label in the synthetic data.
@@ -49,7 +51,8 @@ class SyntheticDesign:
     """Sizes of the synthetic data set (see the ``synthetic`` config section)."""
 
     subjects: tuple[int, ...]
-    n_sessions: int
+    #: One count for every subject, or {subject: count} naming every subject (int or str keys).
+    n_sessions: int | Mapping[int | str, int]
     trials_per_session: int
     n_shared_images: int
     n_images: int
@@ -61,16 +64,24 @@ class SyntheticDesign:
     #: imgBrick that no subject saw (see :func:`write_synthetic_nsd`).
     nsd_quirks: bool = False
 
+    def session_counts(self) -> dict[int, int]:
+        """{subject: sessions written}: n_sessions (one fewer for every second subject of
+        ``subjects`` with nsd_quirks, when n_sessions > 1), or the per-subject mapping as
+        it is (NSDError naming synthetic.n_sessions when it lacks a subject)."""
+        return synthetic_session_counts(self.n_sessions, self.subjects, self.nsd_quirks)
+
     def sessions_of(self, subject: int) -> int:
-        """Sessions written for one subject: n_sessions, or one fewer for every second
-        subject of ``subjects`` with nsd_quirks (when n_sessions > 1)."""
-        if self.nsd_quirks and self.n_sessions > 1 and self.subjects.index(subject) % 2 == 1:
-            return self.n_sessions - 1
-        return self.n_sessions
+        """Sessions written for one subject (see :meth:`session_counts`)."""
+        return self.session_counts()[int(nsd.subject_name(subject)[4:])]
+
+    @property
+    def max_sessions(self) -> int:
+        """Sessions of the experimental design: the most any subject has."""
+        return max(self.session_counts().values())
 
     @property
     def n_trials(self) -> int:
-        return self.n_sessions * self.trials_per_session
+        return self.max_sessions * self.trials_per_session
 
     @property
     def images_per_subject(self) -> int:
@@ -82,9 +93,11 @@ class SyntheticDesign:
 
     def check(self) -> None:
         """Raise ValueError naming the config key when the sizes cannot work."""
+        self.session_counts()  # a per-subject mapping must name every subject
         if self.n_trials % 3:
             raise ValueError(
-                f"synthetic.n_sessions x synthetic.trials_per_session = {self.n_trials} must be divisible by 3 "
+                f"synthetic.n_sessions (the most of any subject) x synthetic.trials_per_session = {self.n_trials} "
+                "must be divisible by 3 "
                 "(every image is shown 3 times)"
             )
         if self.n_unique_images < 1:
@@ -202,8 +215,8 @@ def _responses(subject: int, d: SyntheticDesign, design: dict, rng: np.random.Ge
     """responses.tsv of one subject, rows in chronological order (= order of the betas)."""
     master = design["masterordering"][0] - 1
     ids73 = design["subjectim"][subject - 1, master]  # 1-based
-    session = np.repeat(np.arange(1, d.n_sessions + 1), d.trials_per_session)
-    within = np.tile(np.arange(d.trials_per_session), d.n_sessions)
+    session = np.repeat(np.arange(1, d.max_sessions + 1), d.trials_per_session)
+    within = np.tile(np.arange(d.trials_per_session), d.max_sessions)
     runs = 12
     per_run = int(np.ceil(d.trials_per_session / runs))
     first_seen = {}
@@ -275,7 +288,8 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
     With ``design.nsd_quirks``: the ROI volumes are int16 with -1 outside the brain
     mask (NSD's "outside" label; 0 = brain without label); the brain voxels in the
     top 2 % of the z axis (the edge of the imaged slab) are exactly 0 in the last
-    session; every second subject has one session fewer (responses and betas); and
+    session; every second subject has one session fewer (responses and betas; not
+    when ``design.n_sessions`` is a per-subject mapping, which is taken as it is); and
     imgBrick holds at least one image that no subject saw.
     """
     design.check()

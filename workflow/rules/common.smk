@@ -10,14 +10,15 @@ SYNTHETIC = config["data"]["source"] == "synthetic"
 
 
 def synthetic_sessions():
-    """{subject: sessions the synthetic generator writes} (fewer for every second
-    subject with synthetic.nsd_quirks)."""
-    n, quirks = config["synthetic"]["n_sessions"], config["synthetic"]["nsd_quirks"]
-    subjects = list(config["data"]["subjects"])
-    return {
-        nsd_layout.subject_name(s): n - 1 if quirks and n > 1 and i % 2 == 1 else n
-        for i, s in enumerate(subjects)
-    }
+    """{subject: sessions the synthetic generator writes}: synthetic.n_sessions, one
+    number (one fewer for every second subject with synthetic.nsd_quirks) or a
+    per-subject mapping (see brainldm.nsd_layout.synthetic_session_counts)."""
+    counts = nsd_layout.synthetic_session_counts(
+        config["synthetic"]["n_sessions"],
+        config["data"]["subjects"],
+        config["synthetic"]["nsd_quirks"],
+    )
+    return {nsd_layout.subject_name(s): n for s, n in counts.items()}
 
 
 # {subject: session numbers used}, from data.sessions and what each subject has: the
