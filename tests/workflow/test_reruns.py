@@ -100,7 +100,7 @@ def test_forcerun_one_feature_family_reruns_only_that_family(demo_run):
     text = proc.stdout + proc.stderr
     jobs = parse_dry_run(text)
     assert jobs.get("features") == 1, jobs
-    assert "family: c" in text and "family: z" not in text, text[-3000:]
+    assert "output: results/features/c.h5" in text and "output: results/features/z.h5" not in text, text[-3000:]
 
 
 def test_changed_param_reruns_only_that_rule_and_downstream(demo_run, graph, tmp_path):
