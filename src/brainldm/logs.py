@@ -92,10 +92,10 @@ class Progress:
             print(text, file=sys.stderr, flush=True)
 
 
-def progress(items: Iterable[T], desc: str, total: int | None = None, every_s: float = 10.0) -> Iterator[T]:
+def progress(items: Iterable[T], desc: str, every_s: float = 10.0) -> Iterator[T]:
     """``items`` one by one, logging :class:`Progress` lines (count of items done)."""
-    items = list(items) if total is None and not hasattr(items, "__len__") else items
-    with Progress(len(items) if total is None else total, desc, every_s=every_s) as bar:
+    items = items if hasattr(items, "__len__") else list(items)
+    with Progress(len(items), desc, every_s=every_s) as bar:
         for item in items:
             yield item
             bar.update(1)

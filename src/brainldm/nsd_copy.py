@@ -169,19 +169,10 @@ def resolve_sessions(
     and its count), or a mapping {subject (1 or "subj01"): "all" or n}, which must
     name every configured subject. available: {subject: sessions it has}.
     """
-    from brainldm.nsd_layout import NSDError, subject_name
+    from brainldm.nsd_layout import NSDError, per_subject
 
     if isinstance(setting, Mapping):
-        per = {}
-        for k, v in setting.items():
-            try:
-                per[subject_name(k if isinstance(k, int) or not str(k).isdigit() else int(k))] = v
-            except NSDError as err:
-                raise NSDError(f"{key}: {err}") from err
-        absent = [s for s in subjects if s not in per]
-        if absent:
-            raise NSDError(f"{key} is a per-subject mapping but lacks {', '.join(absent)}: "
-                           "add them (a number of sessions or 'all')")
+        per = per_subject(setting, subjects, key, ": add them (a number of sessions or 'all')")
     else:
         per = {s: setting for s in subjects}
     out = {}

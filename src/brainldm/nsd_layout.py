@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     import pandas as pd
 
 #: Sessions each NSD subject completed (subj01..subj08).
@@ -110,6 +112,22 @@ def read_responses(file: str | os.PathLike) -> "pd.DataFrame":
     return table
 
 
+def per_subject(setting: Mapping, subjects: Sequence[int | str], key: str, fix: str) -> dict[str, object]:
+    """A config mapping {subject (1, "1" or "subj01"): value} as {"subjNN": value},
+    naming every subject of ``subjects``; NSDError naming ``key`` (and ``fix``, what to
+    add) for an unknown or absent subject. Standard library only (parse time)."""
+    per = {}
+    for k, v in setting.items():
+        try:
+            per[subject_name(int(k) if isinstance(k, str) and k.isdigit() else k)] = v
+        except NSDError as err:
+            raise NSDError(f"{key}: {err}") from err
+    absent = [subject_name(s) for s in subjects if subject_name(s) not in per]
+    if absent:
+        raise NSDError(f"{key} is a per-subject mapping but lacks {', '.join(absent)}{fix}")
+    return per
+
+
 def synthetic_session_counts(n_sessions, subjects, nsd_quirks: bool = False) -> dict[int, int]:
     """Sessions the synthetic generator writes for each subject: {subject (int): n}.
 
@@ -120,7 +138,6 @@ def synthetic_session_counts(n_sessions, subjects, nsd_quirks: bool = False) -> 
     """
     from collections.abc import Mapping
 
-    subjects = [int(subject_name(s)[4:]) for s in subjects]
     key = "synthetic.n_sessions"
 
     def count(value, who: str) -> int:
@@ -129,17 +146,9 @@ def synthetic_session_counts(n_sessions, subjects, nsd_quirks: bool = False) -> 
         return value
 
     if isinstance(n_sessions, Mapping):
-        per = {}
-        for k, v in n_sessions.items():
-            try:
-                s = subject_name(int(k) if isinstance(k, str) and k.isdigit() else k)
-            except NSDError as err:
-                raise NSDError(f"{key}: {err}") from err
-            per[int(s[4:])] = count(v, s)
-        absent = [subject_name(s) for s in subjects if s not in per]
-        if absent:
-            raise NSDError(f"{key} is a per-subject mapping but lacks {', '.join(absent)} "
-                           "(a subject of data.subjects): add a number of sessions for it")
-        return {s: per[s] for s in subjects}
+        per = per_subject(n_sessions, subjects, key, " (a subject of data.subjects): add a number of sessions for it")
+        counts = {name: count(value, name) for name, value in per.items()}
+        return {int(subject_name(s)[4:]): counts[subject_name(s)] for s in subjects}
     n = count(n_sessions, "every subject")
-    return {s: n - 1 if nsd_quirks and n > 1 and i % 2 == 1 else n for i, s in enumerate(subjects)}
+    return {int(subject_name(s)[4:]): n - 1 if nsd_quirks and n > 1 and i % 2 == 1 else n
+            for i, s in enumerate(subjects)}
