@@ -236,6 +236,12 @@ def test_nsd_quirks_are_handled(tmp_path, pycortex_cache):
     for s in ("subj01", "subj02"):
         seen |= set(nsd.read_responses(nsd.path(root, "responses", s))["nsd_id"])
     assert nsd.n_images(nsd.path(root, "stimuli")) > len(seen)
+    with h5py.File(nsd.path(root, "betas_hdf5", "subj01", 1), "r") as f:  # NSD's chunks, outside the brain unwritten
+        assert f["betas"].chunks == (150, 1, 1, 1) and f["betas"].compression is None
+        assert f["betas"].id.get_num_chunks() == int((brainmask > 0).sum())
+    for s in (1, 4):  # the HDF5 and NIfTI copies agree
+        assert np.array_equal(nsd.read_betas(nsd.path(root, "betas_hdf5", "subj01", s), np.argwhere(brainmask > 0)),
+                              nsd.read_betas(nsd.path(root, "betas_nifti", "subj01", s), np.argwhere(brainmask > 0)))
 
     out = tmp_path / "out"
     rois = {"early": {"atlas": "streams", "labels": [1]}, "ventral": {"atlas": "streams", "labels": [5]},

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from brainldm.io import DiskFullError, allocate_npy, atomic_path, remove_stale_temporaries
+from brainldm.io import DiskFullError, NpyRows, atomic_path, remove_stale_temporaries
 
 
 def _dead_pid() -> int:
@@ -73,9 +73,20 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def test_memory_map_on_a_full_disk_is_disk_full_not_sigbus(small_tmpfs):
+def test_row_file_on_a_full_disk_is_disk_full_when_opened(small_tmpfs):
     with pytest.raises(DiskFullError, match=rf"disk full at {small_tmpfs}/big\.npy, \d+\.\d (KB|MB) left"):
-        allocate_npy(small_tmpfs / "big.npy", (1000, 1000))  # 4 MB on a 2 MB disk
+        NpyRows(small_tmpfs / "big.npy", (1000, 1000))  # 4 MB on a 2 MB disk
+
+
+def test_row_file_is_a_npy_written_block_by_block(tmp_path):
+    values = np.arange(35, dtype=np.float32).reshape(7, 5)
+    with NpyRows(tmp_path / "rows.npy", values.shape) as rows:
+        rows.write(4, values[4:])
+        rows.write(0, values[:4])
+        with pytest.raises(ValueError, match="do not fit"):
+            rows.write(6, values[:2])
+    loaded = np.load(tmp_path / "rows.npy")
+    assert loaded.dtype == np.float32 and np.array_equal(loaded, values)
 
 
 def test_atomic_write_on_a_full_disk_is_disk_full(small_tmpfs):

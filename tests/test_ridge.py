@@ -125,9 +125,9 @@ def test_primal_solver_is_himalaya_ridgecv(backend, strategy):
     W = rng.standard_normal((60, 50)).astype(np.float32) * (rng.random(50) > 0.5)
     Y = X @ W + rng.standard_normal((300, 50)).astype(np.float32) * rng.uniform(0.5, 30, 50).astype(np.float32)
     alphas = np.logspace(-2, 5, 8)
-    _, _, Xs = standardise_columns(X)
+    x_mean, x_scale, Xs = standardise_columns(X)
     splits = list(KFold(5).split(X))
-    design = PrimalRidgeCV(Xs, alphas, splits, backend, strategy=strategy)
+    design = PrimalRidgeCV(Xs, alphas, splits, backend, strategy=strategy, x_stats=(x_mean, x_scale))
     ours = fit_ridge(X, Y, alphas, cv=splits, fit_intercept=False, backend=backend, design=design)
     set_backend("numpy")
     ref = RidgeCV(alphas=alphas, cv=5, fit_intercept=False).fit(Xs.astype(np.float64), Y.astype(np.float64))
@@ -148,6 +148,11 @@ def test_design_reused_across_target_batches():
     reused = fit_ridge(X, Y[:, 6:], [0.1, 10, 1000], cv=3, groups=groups, backend="numpy", design=design)
     np.testing.assert_array_equal(direct.best_alphas, reused.best_alphas)
     np.testing.assert_allclose(direct.coef, reused.coef, rtol=1e-5, atol=1e-6)
+    # the design's standardisation statistics are the ones fit_ridge computes itself
+    np.testing.assert_array_equal(direct.x_mean, reused.x_mean)
+    np.testing.assert_array_equal(direct.x_scale, reused.x_scale)
+    with pytest.raises(ValueError, match=r"design was built on X of shape \(120, 30\), not on this X \(119, 30\)"):
+        fit_ridge(X[1:], Y[1:], [0.1, 10, 1000], cv=3, backend="numpy", design=design)
 
 
 def test_auto_strategy_follows_the_cost_model():

@@ -1,9 +1,10 @@
 """From NSD files to per-subject arrays: trials to images, scaling, z-scoring, split, ROI masks.
 
 One code path for the real NSD and the synthetic mini-NSD. Betas are read
-session by session, only at brain-mask voxels; outputs are written to
-memory-mapped ``.npy`` files, so peak memory is about one session plus the
-test-set sums, never all sessions at once.
+session by session, only at brain-mask voxels (NSD's HDF5 chunk by chunk run, see
+:func:`brainldm.nsd.read_betas`); z-scored in place and written block of rows by
+block of rows to ``.npy`` files (``io.NpyRows``), so peak memory is about one
+session (int16 and float32) plus the test-set sums, never all sessions at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 from brainldm import nsd
 from brainldm.logs import progress
-from brainldm.io import allocate_npy, atomic_path, remove_stale_temporaries, report_disk_full
+from brainldm.io import NpyRows, atomic_path, remove_stale_temporaries, report_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +63,15 @@ def roi_voxels(brainmask: np.ndarray, atlases: Mapping[str, np.ndarray], rois: M
     return out
 
 
-def zscore_sessionwise(betas: np.ndarray, block: int = 16384) -> np.ndarray:
+def zscore_sessionwise(betas: np.ndarray, block: int = 16384, out: np.ndarray | None = None) -> np.ndarray:
     """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32.
 
     Statistics in float64, by blocks of ``block`` voxels. A voxel that is constant in
     the session (e.g. NSD's edge voxels, all 0 where a session lacks data) gives
     exactly 0 in every trial, never NaN, inf or the ±1 of float rounding.
+    ``out`` (float32, betas' shape; may be ``betas`` itself) receives the result.
     """
-    out = np.empty(betas.shape, dtype=np.float32)
+    out = np.empty(betas.shape, dtype=np.float32) if out is None else out
     for start in range(0, betas.shape[1], block):
         x = betas[:, start : start + block].astype(np.float64)
         constant = (x == x[:1]).all(axis=0) if len(x) else np.ones(x.shape[1], dtype=bool)
@@ -79,6 +81,20 @@ def zscore_sessionwise(betas: np.ndarray, block: int = 16384) -> np.ndarray:
         z[:, constant] = 0.0
         out[:, start : start + block] = z
     return out
+
+
+def _write_rows(writer: NpyRows, start: int, values: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray | None = None, block_bytes: int = 64 * 2**20) -> None:
+    """Write values[rows][:, cols] (all columns if cols is None) at writer rows start.., in
+    blocks of about ``block_bytes``, so no copy of the whole selection is ever made.
+
+    values: (n, n_cols_in) float32; rows: (n_rows,) int indices into values.
+    """
+    width = values.shape[1] if cols is None else len(cols)
+    step = max(1, block_bytes // max(1, 4 * width))
+    for lo in range(0, len(rows), step):
+        block = values[rows[lo : lo + step]]
+        writer.write(start + lo, block if cols is None else block[:, cols])
 
 
 #: Columns of sessions.tsv: one row per configured session; status "used" or "excluded".
@@ -180,13 +196,14 @@ def ingest_subject(
         f"{kind}_{name}{suffix}" for name in columns for kind, suffix in (("betas", "_train.npy"), ("betas", "_test.npy"), ("voxels", ".npy"))
     ]
     remove_stale_temporaries([out_dir / name for name in outputs])
-    tmp_files, train_maps = {}, {}
+    tmp_files, writers = {}, {}
     try:
         for name in columns:
             tmp_files[name] = out_dir / f".tmp-{os.getpid()}-betas_{name}_train.npy"
-            train_maps[name] = allocate_npy(tmp_files[name], (len(train), n_vox[name]))
+            writers[name] = NpyRows(tmp_files[name], (len(train), n_vox[name]))
     except BaseException:
-        train_maps.clear()
+        for writer in writers.values():
+            writer.close()
         for file in tmp_files.values():
             file.unlink(missing_ok=True)
         raise
@@ -221,36 +238,34 @@ def ingest_subject(
                 kept_rows[row : row + n_skip] = False
                 row += n_skip
                 continue
-            betas = raw.astype(np.float32) / np.float32(nsd.BETA_SCALE)
+            betas = np.divide(raw, np.float32(nsd.BETA_SCALE), dtype=np.float32)
+            del raw
             if zscore:
-                betas = zscore_sessionwise(betas)
+                zscore_sessionwise(betas, out=betas)
             if not np.isfinite(betas).all():
                 raise nsd.NSDError(
                     f"betas {file} (session {session}) give {int((~np.isfinite(betas)).sum())} NaN/inf values after "
                     "scaling: the file is corrupt; fetch it again"
                 )
             status.append({"session": session, "file": str(file), "status": "used", "reason": ""})
-            chunk = betas[trials[sess_train]]
+            train_trials = trials[sess_train]
             for name, cols in columns.items():
-                train_maps[name][row : row + len(chunk)] = chunk[:, cols]
-            row += len(chunk)
+                _write_rows(writers[name], row, betas, train_trials, None if name == "brain" else cols)
+            row += len(train_trials)
             for trial, nsd_id in zip(trials, sess["nsd_id"].to_numpy()):
                 k = test_row.get(nsd_id)
                 if k is not None:
                     test_sum[k] += betas[trial]
                     test_count[k] += 1
-        for name, mm in train_maps.items():
-            mm.flush()
-            del mm
-        train_maps.clear()
+        for writer in writers.values():
+            writer.close()
         if not kept_rows.all():  # excluded sessions: keep only the rows of the others
             for name in columns:
                 old = np.load(tmp_files[name], mmap_mode="r")
                 kept = out_dir / f".tmp-{os.getpid()}-kept-betas_{name}_train.npy"
-                new = allocate_npy(kept, (int(kept_rows.sum()), n_vox[name]))
-                new[:] = old[kept_rows]
-                new.flush()
-                del new, old
+                with NpyRows(kept, (int(kept_rows.sum()), n_vox[name])) as new:
+                    _write_rows(new, 0, old, np.flatnonzero(kept_rows))
+                del old
                 os.replace(kept, tmp_files[name])
             train = train.loc[kept_rows].reset_index(drop=True)
         if np.any(test_count == 0):
@@ -278,6 +293,8 @@ def ingest_subject(
             raise err
         raise
     finally:
+        for writer in writers.values():
+            writer.close()
         for file in [*tmp_files.values(), *out_dir.glob(f".tmp-{os.getpid()}-kept-*")]:
             if file.exists():
                 file.unlink()

@@ -109,19 +109,49 @@ def remove_stale_temporaries(outputs: Iterable[str | os.PathLike]) -> list[Path]
     return removed
 
 
-def allocate_npy(file: str | os.PathLike, shape: tuple[int, ...], dtype=np.float32) -> np.memmap:
-    """A writable ``.npy`` memory map whose blocks are reserved on disk now.
+class NpyRows:
+    """A ``.npy`` file of shape (n_rows, n_cols), written block of rows by block of rows.
 
-    A sparse memory map on a full disk kills the process with SIGBUS at the first
-    page written; reserving the blocks turns that into ENOSPC here, reported as
-    :class:`DiskFullError`.
+    The file's blocks are reserved on disk when it is opened, so a full disk is an
+    ENOSPC here (reported as :class:`DiskFullError`), never a SIGBUS later. Rows go
+    to disk with ``pwrite``, not through a memory map, so what was written is the
+    page cache's, not the writing process's resident memory. Use as a context manager.
     """
-    file = Path(file)
-    with report_disk_full(file):
-        mm = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
-        with open(file, "r+b") as f:
-            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-    return mm
+
+    def __init__(self, file: str | os.PathLike, shape: tuple[int, int], dtype=np.float32):
+        self.file, self.shape, self.dtype = Path(file), tuple(int(n) for n in shape), np.dtype(dtype)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        with report_disk_full(self.file):
+            with open(self.file, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, header)
+                self._data_start = f.tell()
+                size = self._data_start + self.shape[0] * self.shape[1] * self.dtype.itemsize
+                if size > self._data_start:
+                    os.posix_fallocate(f.fileno(), 0, size)
+        self._fd = os.open(self.file, os.O_WRONLY)
+
+    def write(self, start: int, rows: np.ndarray) -> None:
+        """Write rows (n, n_cols) of ``dtype`` at rows start..start+n."""
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        if rows.ndim != 2 or rows.shape[1] != self.shape[1] or not 0 <= start <= self.shape[0] - len(rows):
+            raise ValueError(f"rows {rows.shape} at {start} do not fit {self.file} of shape {self.shape}")
+        view = memoryview(rows).cast("B")
+        offset = self._data_start + start * self.shape[1] * self.dtype.itemsize
+        with report_disk_full(self.file):
+            while len(view):
+                n = os.pwrite(self._fd, view, offset)
+                view, offset = view[n:], offset + n
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> "NpyRows":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

@@ -264,6 +264,8 @@ class PrimalRidgeCV:
     splits : [(train_idx, val_idx), ...] row indices of each fold.
     backend : ``numpy``, ``torch`` or ``torch_cuda``.
     n_targets : expected number of targets, for the ``auto`` choice.
+    x_stats : (x_mean, x_scale), each (n_features,), that X was standardised with
+        (kept for ``fit_ridge``, which then does not standardise X again).
 
     Memory (float32): X, one or (folds + 1) (p, p) eigenvector matrices, (n_samples, p)
     more (X V), the ``hat`` cache, and buffers of (n_samples + 5 p) x n_targets_batch.
@@ -273,8 +275,11 @@ class PrimalRidgeCV:
     """
 
     def __init__(self, X: np.ndarray, alphas: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]],
-                 backend: str = "numpy", n_targets: int = 1, strategy: str = "auto") -> None:
+                 backend: str = "numpy", n_targets: int = 1, strategy: str = "auto",
+                 x_stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         self.ops = ops = _Ops(backend)
+        # (n_features,) means and scales X was standardised with, where the caller gave them
+        self.x_mean, self.x_scale = x_stats if x_stats is not None else (None, None)
         self.alphas = np.asarray(alphas, dtype=np.float64)
         self.n_samples, self.n_features = X.shape
         for train, val in splits:
@@ -422,15 +427,22 @@ def fit_ridge(
         if value is not None and value < 1:
             raise ValueError(f"decoding.{name} must be >= 1 or null, got {value}")
 
-    x_mean, x_scale, Xs = standardise_columns(X)
+    if solver == "auto":
+        solver = "kernel" if n_samples < n_features else "primal"
+    if design is not None and solver == "primal":
+        if (design.n_samples, design.n_features) != X.shape:
+            raise ValueError(f"design was built on X of shape {(design.n_samples, design.n_features)}, not on this X {X.shape}")
+        if design.x_mean is None:
+            raise ValueError("design has no standardisation statistics (x_stats); build it with ridge_design")
+        x_mean, x_scale = design.x_mean, design.x_scale  # X was standardised once, when the design was built
+    else:
+        x_mean, x_scale, Xs = standardise_columns(X)
     Yc = Y if (overwrite_Y and Y.dtype == np.float32) else np.array(Y, dtype=np.float32, copy=True)
     y_offset = np.zeros(Y.shape[1], dtype=np.float32)
     if fit_intercept:
         y_offset = Yc.mean(axis=0)
         Yc -= y_offset
 
-    if solver == "auto":
-        solver = "kernel" if n_samples < n_features else "primal"
     name = resolve_backend(backend)
     stats = dict(x_mean=x_mean, x_scale=x_scale, y_offset=y_offset, solver=solver, backend=name)
     if solver == "primal":
@@ -447,9 +459,9 @@ def ridge_design(X: np.ndarray, alphas: Sequence[float], cv: int | Any = 5, grou
     """A ``PrimalRidgeCV`` on standardised X, to pass as ``fit_ridge(design=...)`` when
     many target batches are fitted on the same X (e.g. voxel batches of an encoding model)."""
     X = np.asarray(X)
-    _, _, Xs = standardise_columns(X)
+    x_mean, x_scale, Xs = standardise_columns(X)
     return PrimalRidgeCV(Xs, check_alphas(alphas), _splits(make_cv(cv, groups, X.shape[0]), X.shape[0]),
-                         resolve_backend(backend), n_targets=n_targets)
+                         resolve_backend(backend), n_targets=n_targets, x_stats=(x_mean, x_scale))
 
 
 def standardise_columns(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -60,8 +60,9 @@ class SyntheticDesign:
     snr: float
     seed: int
     #: Real NSD's quirks: ROI volumes with -1 outside the brain, edge voxels all zero
-    #: in the last session, one session fewer for every second subject, and images in
-    #: imgBrick that no subject saw (see :func:`write_synthetic_nsd`).
+    #: in the last session, one session fewer for every second subject, images in
+    #: imgBrick that no subject saw, betas .hdf5 chunked as NSD's (one uncompressed
+    #: chunk per voxel time series, only the brain's written; see :func:`write_synthetic_nsd`).
     nsd_quirks: bool = False
 
     def session_counts(self) -> dict[int, int]:
@@ -378,5 +379,10 @@ def _write_betas(root: Path, name: str, design: SyntheticDesign, responses: pd.D
         vol = np.zeros((len(values),) + tuple(grid[::-1]), dtype=np.int16)  # (trials, z, y, x)
         vol[:, voxels[:, 2], voxels[:, 1], voxels[:, 0]] = values
         with atomic_path(nsd.path(root, "betas_hdf5", name, session)) as tmp, h5py.File(tmp, "w") as f:
-            f.create_dataset("betas", data=vol, chunks=(len(values), 1, grid[1], grid[0]), compression="gzip", compression_opts=1)
+            if design.nsd_quirks:  # NSD's layout: one uncompressed chunk per voxel time series (here only the brain's)
+                dset = f.create_dataset("betas", shape=vol.shape, dtype="<i2", chunks=(len(values), 1, 1, 1), fillvalue=0)
+                for series, (x, y, z) in zip(np.ascontiguousarray(values.T), voxels.tolist()):
+                    dset.id.write_direct_chunk((0, z, y, x), series.tobytes())
+            else:
+                f.create_dataset("betas", data=vol, chunks=(len(values), 1, grid[1], grid[0]), compression="gzip", compression_opts=1)
         _save_nifti(np.ascontiguousarray(vol.transpose(3, 2, 1, 0)), affine, nsd.path(root, "betas_nifti", name, session))
