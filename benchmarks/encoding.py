@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=982, help="test images")
     p.add_argument("--components", type=int, default=6400, help="PCA components of a feature space")
     p.add_argument("--brain", type=int, default=209854, help="voxels of the whole brain mask")
-    p.add_argument("--voxels", type=int, nargs="+", default=[1000, 2000, 4000], help="voxel batch sizes of the single fit")
+    p.add_argument("--voxels", type=int, nargs="+", default=[1000, 2000, 4000], help="voxel batch sizes of the single fit (increasing)")
     p.add_argument("--banded-components", type=int, default=1600,
                    help="components of each of the two banded spaces measured (projected to --components)")
     p.add_argument("--banded-voxels", type=int, nargs=2, default=[100, 400], help="two voxel counts of the banded fits")
@@ -175,15 +175,20 @@ def main(argv: list[str] | None = None) -> int:
     single = run_child("single", passed)
     v = np.array([b["voxels"] for b in single["batches"]], float)
     s = np.array([b["seconds"] for b in single["batches"]])
-    per_voxel, per_batch = np.polyfit(v, s, 1) if len(v) > 1 else (s[0] / v[0], 0.0)
-    per_batch = max(per_batch, 0.0)
+    # per voxel from the smallest and largest batch; what is left of the largest is the per-batch cost
+    per_voxel = max((s[-1] - s[0]) / (v[-1] - v[0]), 0.0) if len(v) > 1 else s[0] / v[0]
+    per_batch = max(s[-1] - per_voxel * v[-1], 0.0)
     n_batches = math.ceil(a.brain / VOXEL_BATCH)
     single_s = single["design_s"] + n_batches * per_batch + per_voxel * a.brain
     # memory: the data and the design, plus what a voxel batch adds, scaled to voxel_batch voxels
     rss_per_voxel = (single["batches"][-1]["rss"] - single["rss_design"]) / max(v[-1], 1)
     single_rss = single["rss_design"] + rss_per_voxel * VOXEL_BATCH + (a.trials + a.test) * VOXEL_BATCH * 4
     macs = primal_cv_costs(a.trials, a.components, a.brain, FOLDS, len(ALPHAS))[single["strategy"]]
-    fit_gflops = 2 * primal_cv_costs(a.trials, a.components, int(v[-1]), FOLDS, len(ALPHAS))[single["strategy"]] / 1e9
+    def per_target_macs(t: int) -> float:  # the cost model's multiply-adds of t targets, without the design's
+        costs = lambda k: primal_cv_costs(a.trials, a.components, k, FOLDS, len(ALPHAS))[single["strategy"]]
+        return costs(t) - costs(0)
+
+    fit_gflops = 2 * per_target_macs(int(v[-1])) / 1e9
     print()
     print(f"float32 matrix products here: {gemm['gflops']:.0f} GFLOP/s")
     print(f"single-space fit, strategy {single['strategy']}: design {single['design_s']:.1f} s "
@@ -191,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     for b in single["batches"]:
         print(f"  {b['voxels']:>6} voxels: {b['seconds']:7.1f} s   peak RSS {b['rss'] / 1e9:.2f} GB")
     print(f"  fit: {per_voxel * 1e3:.2f} ms per voxel + {per_batch:.1f} s per batch")
-    rate = 2 * primal_cv_costs(a.trials, a.components, int(v[-1]), FOLDS, len(ALPHAS))[single["strategy"]] / s[-1] / 1e9
+    rate = fit_gflops / s[-1]
     print(f"  achieved {rate:.0f} GFLOP/s on the largest batch = {rate / gemm['gflops']:.2f} x the matrix-product rate "
-          f"({fit_gflops:.0f} GFLOP counted by ridge.primal_cv_costs)")
+          f"({fit_gflops:.0f} GFLOP per ridge.primal_cv_costs, design excluded)")
     print(f"  whole brain ({a.brain} voxels, {n_batches} batches of {VOXEL_BATCH}): {hours(single_s)} on this CPU, "
           f"peak RSS ~{single_rss / 1e9:.1f} GB (EXTRAPOLATED)")
     gpu_single = 2 * macs / (GPU_TFLOPS * 1e12)

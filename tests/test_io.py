@@ -87,6 +87,15 @@ def test_row_file_is_a_npy_written_block_by_block(tmp_path):
             rows.write(6, values[:2])
     loaded = np.load(tmp_path / "rows.npy")
     assert loaded.dtype == np.float32 and np.array_equal(loaded, values)
+    # rows written one by one from their own memory (pwritev in groups of 512)
+    many = np.random.default_rng(0).standard_normal((1300, 3), dtype=np.float32)
+    order = np.random.default_rng(1).permutation(len(many))
+    with NpyRows(tmp_path / "each.npy", (len(many) + 2, 3)) as rows:
+        rows.write_each(2, [many[i] for i in order])
+        rows.write(0, many[:2])
+        with pytest.raises(ValueError, match="contiguous"):
+            rows.write_each(0, [many[:, 0]])
+    assert np.array_equal(np.load(tmp_path / "each.npy"), np.concatenate([many[:2], many[order]]))
 
 
 def test_atomic_write_on_a_full_disk_is_disk_full(small_tmpfs):

@@ -38,6 +38,7 @@ import pandas as pd
 from brainldm import nsd
 from brainldm.feature_keys import family_keys
 from brainldm.features import FAMILIES, FeatureError, FeatureSettings, compute_family, compute_zc_unet, dataset_attrs
+from brainldm.io import atomic_path
 from brainldm.logs import Progress
 from brainldm.threads import limit_threads
 
@@ -130,25 +131,18 @@ def model_identity(model: str | os.PathLike, digests: DigestCache) -> list:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=1))
 
 
 def _write_h5(path: Path, nsd_ids: np.ndarray, arrays: dict[str, np.ndarray], attrs: dict[str, dict],
               file_attrs: dict | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("nsd_id", data=np.asarray(nsd_ids, dtype=np.int64))
-            for name, arr in arrays.items():
-                d = f.create_dataset(name, data=arr)
-                d.attrs.update(attrs.get(name, {}))
-            f.attrs.update(file_attrs or {})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("nsd_id", data=np.asarray(nsd_ids, dtype=np.int64))
+        for name, arr in arrays.items():
+            d = f.create_dataset(name, data=arr)
+            d.attrs.update(attrs.get(name, {}))
+        f.attrs.update(file_attrs or {})
 
 
 def _read_rows(file: Path, name: str, rows: slice, ids: np.ndarray) -> np.ndarray:
@@ -348,9 +342,7 @@ def gather(shard_dir: Path, entries: list[dict], out_file: Path, file_attrs: dic
 
     Each entry's rows must hold the image ids the manifest lists for it.
     """
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f".{out_file.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out_file) as tmp:
         with h5py.File(shard_dir / entries[0]["file"], "r") as first:
             layout = {}
             first.visititems(lambda k, v: layout.__setitem__(k, v) if isinstance(v, h5py.Dataset) else None)
@@ -375,10 +367,6 @@ def gather(shard_dir: Path, entries: list[dict], out_file: Path, file_attrs: dic
                     for k in specs:
                         dsets[k][row:row + b - a] = f[k][a:b]
                 row += b - a
-        os.replace(tmp, out_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def link_gathered(shard_dir: Path, manifest: dict, names: list[str], out_file: Path) -> None:
@@ -388,16 +376,13 @@ def link_gathered(shard_dir: Path, manifest: dict, names: list[str], out_file: P
     Where the link cannot be made (e.g. another filesystem), everything is kept as it is.
     """
     link = shard_dir / GATHERED
-    tmp = shard_dir / f".{GATHERED}.tmp-{os.getpid()}"
     try:
-        if tmp.exists():
-            tmp.unlink()
-        os.link(out_file, tmp)
+        with atomic_path(link) as tmp:
+            os.link(out_file, tmp)
     except OSError as err:
-        print(f"[features] cannot hard-link {out_file} into {shard_dir} ({err.strerror}): the shard files "
+        print(f"[features] cannot hard-link {out_file} into {shard_dir} ({err.strerror or err}): the shard files "
               "are kept beside the gathered file", file=sys.stderr)
         return
-    os.replace(tmp, link)
     row, old_files = 0, set()
     for name in names:
         entry = manifest["shards"][name]

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,6 +23,8 @@ from brainldm.logs import progress
 from brainldm.io import NpyRows, atomic_path, remove_stale_temporaries, report_disk_full
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _n_of(n_sessions: int | Mapping[str, int], subject: str) -> int:
@@ -63,10 +67,11 @@ def roi_voxels(brainmask: np.ndarray, atlases: Mapping[str, np.ndarray], rois: M
     return out
 
 
-def zscore_sessionwise(betas: np.ndarray, block: int = 16384, out: np.ndarray | None = None) -> np.ndarray:
+def zscore_sessionwise(betas: np.ndarray, block: int = 512, out: np.ndarray | None = None) -> np.ndarray:
     """z-score each voxel over the trials of one session. betas: (n_trials, n_vox) float32.
 
-    Statistics in float64, by blocks of ``block`` voxels. A voxel that is constant in
+    Statistics in float64, by blocks of ``block`` voxels (512 x 750 trials stay in
+    cache: 4x faster than 16,384; every voxel's arithmetic is the same at any block). A voxel that is constant in
     the session (e.g. NSD's edge voxels, all 0 where a session lacks data) gives
     exactly 0 in every trial, never NaN, inf or the ±1 of float rounding.
     ``out`` (float32, betas' shape; may be ``betas`` itself) receives the result.
@@ -85,16 +90,29 @@ def zscore_sessionwise(betas: np.ndarray, block: int = 16384, out: np.ndarray | 
 
 def _write_rows(writer: NpyRows, start: int, values: np.ndarray, rows: np.ndarray,
                 cols: np.ndarray | None = None, block_bytes: int = 64 * 2**20) -> None:
-    """Write values[rows][:, cols] (all columns if cols is None) at writer rows start.., in
-    blocks of about ``block_bytes``, so no copy of the whole selection is ever made.
+    """Write values[rows][:, cols] at writer rows start.. . All columns (cols None): each
+    row straight from ``values``, no copy; else in gathered blocks of about ``block_bytes``.
 
-    values: (n, n_cols_in) float32; rows: (n_rows,) int indices into values.
+    values: (n, n_cols_in) float32, C-contiguous; rows: (n_rows,) int indices into values.
     """
-    width = values.shape[1] if cols is None else len(cols)
-    step = max(1, block_bytes // max(1, 4 * width))
+    if cols is None:
+        writer.write_each(start, [values[r] for r in rows.tolist()])
+        return
+    step = max(1, block_bytes // max(1, 4 * len(cols)))
     for lo in range(0, len(rows), step):
-        block = values[rows[lo : lo + step]]
-        writer.write(start + lo, block if cols is None else block[:, cols])
+        writer.write(start + lo, values[np.ix_(rows[lo : lo + step], cols)])
+
+
+def _read_ahead(items: Sequence[T], read: Callable[[T], R]) -> Iterator[R]:
+    """read(item) for each item, in order; the next item is read in a thread while the
+    caller works on this one (file reads and most numpy work release the GIL)."""
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(read, items[0]) if items else None
+        for k in range(len(items)):
+            result = pending.result()
+            pending = pool.submit(read, items[k + 1]) if k + 1 < len(items) else None
+            yield result
 
 
 #: Columns of sessions.tsv: one row per configured session; status "used" or "excluded".
@@ -214,15 +232,22 @@ def ingest_subject(
     row = 0
     kept_rows = np.ones(len(train), dtype=bool)
     status = []  # one row per session for sessions.tsv
+
+    def read_session(session: int) -> np.ndarray:
+        """The session's int16 betas at the brain voxels, its grid and trial count checked first."""
+        file = betas_files[session - 1]
+        file_grid, n_trials = nsd.betas_grid(file)
+        if file_grid != grid:
+            raise nsd.NSDError(f"betas {file} are on grid {file_grid} but the brain mask {brainmask_file} is {grid}: use betas and ROIs of the same subject and resolution (func1pt8mm)")
+        expected = int((table["SESSION"] == session).sum())
+        if n_trials != expected:
+            raise nsd.NSDError(f"betas {file} hold {n_trials} trials but responses.tsv lists {expected} for session {session}: the file is incomplete, fetch it again")
+        return nsd.read_betas(file, voxels["brain"])
+
+    sessions_read = _read_ahead(range(1, n_sessions + 1), read_session)
     try:
-        for session, file in enumerate(progress(betas_files, f"{subject} sessions"), start=1):
+        for session, (file, raw) in enumerate(zip(progress(betas_files, f"{subject} sessions"), sessions_read), start=1):
             sess = table.loc[table["SESSION"] == session]
-            file_grid, n_trials = nsd.betas_grid(file)
-            if file_grid != grid:
-                raise nsd.NSDError(f"betas {file} are on grid {file_grid} but the brain mask {brainmask_file} is {grid}: use betas and ROIs of the same subject and resolution (func1pt8mm)")
-            if n_trials != len(sess):
-                raise nsd.NSDError(f"betas {file} hold {n_trials} trials but responses.tsv lists {len(sess)} for session {session}: the file is incomplete, fetch it again")
-            raw = nsd.read_betas(file, voxels["brain"])
             trials = sess["trial"].to_numpy()
             sess_train = is_train[table["SESSION"].to_numpy() == session]
             problem = _session_problem(raw)
@@ -274,10 +299,10 @@ def ingest_subject(
                 f"{subject}: test image {int(lost[0])} has no trial left after excluding sessions "
                 f"{[r['session'] for r in status if r['status'] == 'excluded']}: fetch those betas again"
             )
-        test_mean = (test_sum / np.maximum(test_count, 1)[:, None]).astype(np.float32)
+        test_sum /= np.maximum(test_count, 1)[:, None]  # in place: the means, still float64
         for name, cols in columns.items():
             with atomic_path(out_dir / f"betas_{name}_test.npy") as tmp:
-                np.save(tmp, test_mean[:, cols])
+                np.save(tmp, (test_sum if name == "brain" else test_sum[:, cols]).astype(np.float32))
             with atomic_path(out_dir / f"voxels_{name}.npy") as tmp:
                 np.save(tmp, voxels[name])
             os.replace(tmp_files[name], out_dir / f"betas_{name}_train.npy")
@@ -293,6 +318,7 @@ def ingest_subject(
             raise err
         raise
     finally:
+        sessions_read.close()  # waits for a session still being read ahead
         for writer in writers.values():
             writer.close()
         for file in [*tmp_files.values(), *out_dir.glob(f".tmp-{os.getpid()}-kept-*")]:

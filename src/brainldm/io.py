@@ -135,12 +135,35 @@ class NpyRows:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or not 0 <= start <= self.shape[0] - len(rows):
             raise ValueError(f"rows {rows.shape} at {start} do not fit {self.file} of shape {self.shape}")
-        view = memoryview(rows).cast("B")
-        offset = self._data_start + start * self.shape[1] * self.dtype.itemsize
         with report_disk_full(self.file):
-            while len(view):
-                n = os.pwrite(self._fd, view, offset)
-                view, offset = view[n:], offset + n
+            self._write_bytes(self._data_start + start * self.shape[1] * self.dtype.itemsize, memoryview(rows).cast("B"))
+
+    def write_each(self, start: int, rows: list[np.ndarray]) -> None:
+        """Write rows (each (n_cols,) of ``dtype``, C-contiguous) at rows start.., without
+        gathering them first (``pwritev`` of up to 512 rows at a time)."""
+        if not 0 <= start <= self.shape[0] - len(rows):
+            raise ValueError(f"{len(rows)} rows at {start} do not fit {self.file} of shape {self.shape}")
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        for row in rows:
+            if row.shape != (self.shape[1],) or row.dtype != self.dtype or not row.flags.c_contiguous:
+                raise ValueError(f"rows must be contiguous ({self.shape[1]},) {self.dtype}, got {row.shape} {row.dtype}")
+        offset = self._data_start + start * row_bytes
+        with report_disk_full(self.file):
+            for lo in range(0, len(rows), 512):
+                views = [memoryview(r).cast("B") for r in rows[lo : lo + 512]]
+                total = len(views) * row_bytes
+                done = os.pwritev(self._fd, views, offset)
+                if done < total:  # a short write: finish this group piece by piece
+                    rest = b"".join(views)[done:]
+                    self._write_bytes(offset + done, rest)
+                offset += total
+
+    def _write_bytes(self, offset: int, data: bytes | memoryview) -> None:
+        """Write raw bytes at a file offset (the rest of a short write)."""
+        view = memoryview(data)
+        while len(view):
+            n = os.pwrite(self._fd, view, offset)
+            view, offset = view[n:], offset + n
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -59,11 +59,6 @@ TINY_SAMPLE_SIZE = 8
 MAX_LENGTH = 77
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def nvidia_driver() -> str:
     """The NVIDIA driver version reported by nvidia-smi, or "no NVIDIA driver found"."""
     import shutil
