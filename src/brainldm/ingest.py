@@ -301,8 +301,11 @@ def ingest_subject(
             )
         test_sum /= np.maximum(test_count, 1)[:, None]  # in place: the means, still float64
         for name, cols in columns.items():
+            # column-major, as the column selection of every ROI gives it (and as these files always were)
+            test_mean = test_sum.astype(np.float32, order="F") if name == "brain" else test_sum[:, cols].astype(np.float32)
             with atomic_path(out_dir / f"betas_{name}_test.npy") as tmp:
-                np.save(tmp, (test_sum if name == "brain" else test_sum[:, cols]).astype(np.float32))
+                np.save(tmp, test_mean)
+            del test_mean
             with atomic_path(out_dir / f"voxels_{name}.npy") as tmp:
                 np.save(tmp, voxels[name])
             os.replace(tmp_files[name], out_dir / f"betas_{name}_train.npy")
