@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS/torch threads (default: every CPU)")
     p.add_argument("--scale", type=float, default=1.0, help="scale trials, components and voxels (a quick check: 0.25)")
     p.add_argument("--skip-banded", action="store_true", help="measure only the single-space fit")
+    p.add_argument("--results", help="print the report of a saved run again (the file its output was saved to)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -169,10 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shape: {a.trials} trials x {a.components} components, {a.test} test images, brain {a.brain} voxels; "
           f"{a.threads} threads; load average {os.getloadavg()}")
 
+    if a.results:  # print the report of a saved run (its JSON lines) again
+        with open(a.results) as f:
+            found = [json.loads(line) for line in f if line.startswith("{")]
+        kinds = {"gflops": "gemm", "design_s": "single", "runs": "banded"}
+        saved = {kinds[k]: r for r in found for k in kinds if k in r}
+    else:
+        saved = {"gemm": run_child("gemm", passed), "single": run_child("single", passed)}
+        if not a.skip_banded:
+            saved["banded"] = run_child("banded", passed)
+    report(a, saved)
+    return 0
+
+
+def report(a: argparse.Namespace, saved: dict) -> None:
+    """Print the measured figures and the projections (saved: gemm, single and maybe banded results)."""
     from brainldm.ridge import primal_cv_costs
 
-    gemm = run_child("gemm", passed)
-    single = run_child("single", passed)
+    gemm, single = saved["gemm"], saved["single"]
     v = np.array([b["voxels"] for b in single["batches"]], float)
     s = np.array([b["seconds"] for b in single["batches"]])
     # per voxel from the smallest and largest batch; what is left of the largest is the per-batch cost
@@ -205,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  on one GPU at an assumed {GPU_TFLOPS:.0f} TFLOP/s float32: {hours(gpu_single)} ({2 * macs / 1e15:.1f} PFLOP)")
 
     banded_s = gpu_banded = None
-    if not a.skip_banded:
-        banded = run_child("banded", passed)
+    if "banded" in saved:
+        banded = saved["banded"]
         (r1, r1v, r2) = banded["runs"]
         dv = r1v["voxels"] - r1["voxels"]
         per_voxel_b = max(r1v["seconds"] - r1["seconds"], 0.0) / dv  # one iteration's products and the refit's
@@ -221,19 +236,21 @@ def main(argv: list[str] | None = None) -> int:
             return 2 * FOLDS * (n_tr * q + len(ALPHAS) * n_val * q)
 
         f_svd, f_vox = svd_flops(pb0) / svd_flops(pb), voxel_flops(pb0) / voxel_flops(pb)
-        banded_s = N_ITER * (per_iter * f_svd + per_voxel_b * f_vox * a.brain)
+        # fit_banded fits each voxel batch on its own: the SVDs are redone for each of the n_batches
+        banded_s = N_ITER * (n_batches * per_iter * f_svd + per_voxel_b * f_vox * a.brain)
         banded_rss = r2["rss"] * (pb0 / pb)  # the data and SVD factors grow with the columns
-        gpu_banded = N_ITER * (svd_flops(pb0) + voxel_flops(pb0) * a.brain) / (GPU_TFLOPS * 1e12)
+        banded_flops = N_ITER * (n_batches * svd_flops(pb0) + voxel_flops(pb0) * a.brain)
+        gpu_banded = banded_flops / (GPU_TFLOPS * 1e12)
         print(f"\nbanded z+zc fit, {a.banded_components} + {a.banded_components} components (himalaya GroupRidgeCV):")
         for r in banded["runs"]:
             print(f"  n_iter {r['n_iter']}, {r['voxels']:>5} voxels: {r['seconds']:7.1f} s   peak RSS {r['rss'] / 1e9:.2f} GB")
         print(f"  {per_iter:.1f} s per iteration ({FOLDS} SVDs of {int(n_tr)} x {pb}: "
               f"{svd_flops(pb) / max(per_iter, 1e-9) / 1e9:.0f} GFLOP/s) + {per_voxel_b * 1e3:.1f} ms per voxel and iteration")
-        print(f"  at {a.components} + {a.components} components, whole brain, n_iter {N_ITER}: {hours(banded_s)} on this "
-              f"CPU, peak RSS ~{banded_rss / 1e9:.1f} GB (EXTRAPOLATED: SVDs x {f_svd:.1f} by 4np²+8p³, per-voxel work "
-              f"x {f_vox:.1f} by the columns, linear in iterations and voxels)")
-        print(f"  on one GPU at {GPU_TFLOPS:.0f} TFLOP/s: {hours(gpu_banded)} "
-              f"({N_ITER * (svd_flops(pb0) + voxel_flops(pb0) * a.brain) / 1e15:.1f} PFLOP)")
+        print(f"  at {a.components} + {a.components} components, whole brain in {n_batches} voxel batches (each with its "
+              f"own SVDs), n_iter {N_ITER}: {hours(banded_s)} on this CPU, peak RSS ~{banded_rss / 1e9:.1f} GB "
+              f"(EXTRAPOLATED: SVDs x {f_svd:.1f} by 4np²+8p³, per-voxel work x {f_vox:.1f} by the columns, linear in "
+              f"iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / banded_s:.0%} of it")
+        print(f"  on one GPU at {GPU_TFLOPS:.0f} TFLOP/s: {hours(gpu_banded)} ({banded_flops / 1e15:.1f} PFLOP)")
 
     print(f"\nwhole encoding stage of one subject, default analyses ({N_SINGLE} single + {N_BANDED} banded fits, "
           "PCA not included):")
@@ -242,7 +259,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  one GPU (by FLOP count at {GPU_TFLOPS:.0f} TFLOP/s): {hours(N_SINGLE * gpu_single + N_BANDED * gpu_banded)}")
     else:
         print(f"  single fits only: this CPU {hours(N_SINGLE * single_s)}, one GPU {hours(N_SINGLE * gpu_single)}")
-    return 0
 
 
 if __name__ == "__main__":
