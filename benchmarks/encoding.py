@@ -57,8 +57,9 @@ def make_data(n: int, n_test: int, p: int, v: int, seed: int = 0):
     """Standardised-like features (n + n_test, p) float32 and voxels (n + n_test, v) = X W + noise."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n + n_test, p), dtype=np.float32)
-    W = rng.standard_normal((32, v), dtype=np.float32) / 8
-    Y = X[:, :32] @ W
+    rank = min(32, p)
+    W = rng.standard_normal((rank, v), dtype=np.float32) / 8
+    Y = X[:, :rank] @ W
     Y += rng.standard_normal(Y.shape, dtype=np.float32)
     groups = np.repeat(np.arange(-(-n // 3)), 3)[:n]  # 3 repeats per image, as NSD
     return X[:n], X[n:], Y[:n], Y[n:], groups
@@ -249,7 +250,7 @@ def report(a: argparse.Namespace, saved: dict) -> None:
         print(f"  at {a.components} + {a.components} components, whole brain in {n_batches} voxel batches (each with its "
               f"own SVDs), n_iter {N_ITER}: {hours(banded_s)} on this CPU, peak RSS ~{banded_rss / 1e9:.1f} GB "
               f"(EXTRAPOLATED: SVDs x {f_svd:.1f} by 4np²+8p³, per-voxel work x {f_vox:.1f} by the columns, linear in "
-              f"iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / banded_s:.0%} of it")
+              f"iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / max(banded_s, 1e-9):.0%} of it")
         print(f"  on one GPU at {GPU_TFLOPS:.0f} TFLOP/s: {hours(gpu_banded)} ({banded_flops / 1e15:.1f} PFLOP)")
 
     print(f"\nwhole encoding stage of one subject, default analyses ({N_SINGLE} single + {N_BANDED} banded fits, "
