@@ -17,7 +17,8 @@ Measured, each in its own child process (peak RSS = the child's VmHWM):
   several sizes; time = design + per batch (a + b x voxels), fitted and extrapolated to
   the whole brain in batches of ``encoding.voxel_batch``;
 - ``banded``: one z+zc model as ``encoding.fit_banded`` runs it (himalaya GroupRidgeCV,
-  random search: one SVD per fold and iteration) at 1 iteration on two voxel counts and
+  random search: per fold and iteration one SVD and an (alphas, n_val, n_train) hat
+  matrix that every voxel is multiplied by) at 1 iteration on two voxel counts and
   at 2 iterations, on two feature spaces of ``--banded-components`` each (1,600: a
   6,400 + 6,400 SVD takes about 10 min per fold here); the per-iteration (SVD) and
   per-voxel costs are scaled to 6,400 + 6,400 by their operation counts and
@@ -220,7 +221,7 @@ def report(a: argparse.Namespace, saved: dict) -> None:
     gpu_single = 2 * macs / (GPU_TFLOPS * 1e12)
     print(f"  on one GPU at an assumed {GPU_TFLOPS:.0f} TFLOP/s float32: {hours(gpu_single)} ({2 * macs / 1e15:.1f} PFLOP)")
 
-    banded_s = gpu_banded = None
+    banded_s = banded_fast_s = gpu_banded = None
     if "banded" in saved:
         banded = saved["banded"]
         (r1, r1v, r2) = banded["runs"]
@@ -230,33 +231,40 @@ def report(a: argparse.Namespace, saved: dict) -> None:
         n_tr, n_val = a.trials * (FOLDS - 1) / FOLDS, a.trials / FOLDS
         pb, pb0 = 2 * a.banded_components, 2 * a.components  # measured / the stage's (two spaces of --components)
 
-        def svd_flops(q: int) -> float:  # the SVDs of one iteration: a thin SVD per fold (Golub-Van Loan count)
-            return FOLDS * (4 * n_tr * q * q + 8 * q**3)
+        # himalaya's random search, per iteration and fold: a thin SVD of X_train (Golub-Van Loan count), then
+        # X_val V diag Uᵀ for every alpha, an (n_alphas, n_val, n_train) array; per voxel, that array times y_train
+        def svd_flops(q: int) -> float:
+            return FOLDS * (4 * n_tr * q * q + 8 * q**3 + 2 * len(ALPHAS) * n_val * n_tr * q)
 
-        def voxel_flops(q: int) -> float:  # per voxel and iteration: Uᵀy per fold and a validation product per alpha
-            return 2 * FOLDS * (n_tr * q + len(ALPHAS) * n_val * q)
+        def voxel_flops(q: int) -> float:  # does not depend on the columns q
+            return 2 * FOLDS * len(ALPHAS) * n_val * n_tr
 
         f_svd, f_vox = svd_flops(pb0) / svd_flops(pb), voxel_flops(pb0) / voxel_flops(pb)
         # fit_banded fits each voxel batch on its own: the SVDs are redone for each of the n_batches
         banded_s = N_ITER * (n_batches * per_iter * f_svd + per_voxel_b * f_vox * a.brain)
+        # per voxel at the matrix-product rate: what big voxel batches reach (the few voxels measured cannot)
+        banded_fast_s = N_ITER * (n_batches * per_iter * f_svd + voxel_flops(pb0) / (gemm["gflops"] * 1e9) * a.brain)
         banded_rss = r2["rss"] * (pb0 / pb)  # the data and SVD factors grow with the columns
         banded_flops = N_ITER * (n_batches * svd_flops(pb0) + voxel_flops(pb0) * a.brain)
         gpu_banded = banded_flops / (GPU_TFLOPS * 1e12)
         print(f"\nbanded z+zc fit, {a.banded_components} + {a.banded_components} components (himalaya GroupRidgeCV):")
         for r in banded["runs"]:
             print(f"  n_iter {r['n_iter']}, {r['voxels']:>5} voxels: {r['seconds']:7.1f} s   peak RSS {r['rss'] / 1e9:.2f} GB")
-        print(f"  {per_iter:.1f} s per iteration ({FOLDS} SVDs of {int(n_tr)} x {pb}: "
-              f"{svd_flops(pb) / max(per_iter, 1e-9) / 1e9:.0f} GFLOP/s) + {per_voxel_b * 1e3:.1f} ms per voxel and iteration")
+        print(f"  {per_iter:.1f} s per iteration ({FOLDS} SVDs of {int(n_tr)} x {pb} and hat matrices: "
+              f"{svd_flops(pb) / max(per_iter, 1e-9) / 1e9:.0f} GFLOP/s) + {per_voxel_b * 1e3:.1f} ms per voxel and iteration "
+              f"({voxel_flops(pb) / max(per_voxel_b, 1e-12) / 1e9:.0f} GFLOP/s)")
         print(f"  at {a.components} + {a.components} components, whole brain in {n_batches} voxel batches (each with its "
               f"own SVDs), n_iter {N_ITER}: {hours(banded_s)} on this CPU, peak RSS ~{banded_rss / 1e9:.1f} GB "
-              f"(EXTRAPOLATED: SVDs x {f_svd:.1f} by 4np²+8p³, per-voxel work x {f_vox:.1f} by the columns, linear in "
-              f"iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / max(banded_s, 1e-9):.0%} of it")
+              f"(EXTRAPOLATED: per-iteration work x {f_svd:.1f} by its operation count, per-voxel work the same at "
+              f"any column count, linear in iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / max(banded_s, 1e-9):.0%} of it")
+        print(f"  with the per-voxel work at the matrix-product rate (large voxel batches): {hours(banded_fast_s)}")
         print(f"  on one GPU at {GPU_TFLOPS:.0f} TFLOP/s: {hours(gpu_banded)} ({banded_flops / 1e15:.1f} PFLOP)")
 
     print(f"\nwhole encoding stage of one subject, default analyses ({N_SINGLE} single + {N_BANDED} banded fits, "
           "PCA not included):")
     if banded_s is not None:
-        print(f"  this CPU ({a.threads} threads): {hours(N_SINGLE * single_s + N_BANDED * banded_s)}")
+        print(f"  this CPU ({a.threads} threads): {hours(N_SINGLE * single_s + N_BANDED * banded_fast_s)} to "
+              f"{hours(N_SINGLE * single_s + N_BANDED * banded_s)}")
         print(f"  one GPU (by FLOP count at {GPU_TFLOPS:.0f} TFLOP/s): {hours(N_SINGLE * gpu_single + N_BANDED * gpu_banded)}")
     else:
         print(f"  single fits only: this CPU {hours(N_SINGLE * single_s)}, one GPU {hours(N_SINGLE * gpu_single)}")
