@@ -163,6 +163,32 @@ def test_truncated_betas_name_the_file(tmp_path, fmt):
     suffix = r"hdf5" if fmt == "hdf5" else r"nii\.gz"
     with pytest.raises(nsd.NSDError, match=r"betas_session02\." + suffix + ".*corrupt or truncated"):
         _ingest(root, tmp_path / "out", fmt)
+    assert not list((tmp_path / "out").glob(".tmp-*"))  # session 2 failed while read ahead: nothing left behind
+
+
+def test_read_ahead_keeps_order_reads_the_next_item_early_and_raises_in_place():
+    import threading
+
+    from brainldm.ingest import _read_ahead
+
+    started = []
+    second_started = threading.Event()
+
+    def read(k):
+        started.append(k)
+        if k == 2:
+            second_started.set()
+        if k == 3:
+            raise ValueError("item 3 is bad")
+        return k * 10
+
+    items = _read_ahead([1, 2, 3], read)
+    assert next(items) == 10
+    assert second_started.wait(5)  # item 2 is read while the caller still works on item 1
+    assert next(items) == 20
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        next(items)
+    assert started == [1, 2, 3]
 
 
 def test_earlier_outputs_survive_a_failed_rerun(tmp_path):
