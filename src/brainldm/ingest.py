@@ -192,6 +192,8 @@ def ingest_subject(
     brain_index = np.full(brainmask.shape, -1, dtype=np.int64)
     brain_index[tuple(voxels["brain"].T)] = np.arange(len(voxels["brain"]))
     columns = {name: brain_index[tuple(v.T)] for name, v in voxels.items()}
+    # ROIs whose columns are every brain voxel in order (at least "brain"): written without a column selection
+    whole = {name for name, c in columns.items() if np.array_equal(c, np.arange(len(voxels["brain"])))}
 
     responses = {s: nsd.read_responses(f) for s, f in responses_files.items()}
     table = responses[subject]
@@ -275,7 +277,7 @@ def ingest_subject(
             status.append({"session": session, "file": str(file), "status": "used", "reason": ""})
             train_trials = trials[sess_train]
             for name, cols in columns.items():
-                _write_rows(writers[name], row, betas, train_trials, None if name == "brain" else cols)
+                _write_rows(writers[name], row, betas, train_trials, None if name in whole else cols)
             row += len(train_trials)
             for trial, nsd_id in zip(trials, sess["nsd_id"].to_numpy()):
                 k = test_row.get(nsd_id)
@@ -302,7 +304,7 @@ def ingest_subject(
         test_sum /= np.maximum(test_count, 1)[:, None]  # in place: the means, still float64
         for name, cols in columns.items():
             # column-major, as the column selection of every ROI gives it (and as these files always were)
-            test_mean = test_sum.astype(np.float32, order="F") if name == "brain" else test_sum[:, cols].astype(np.float32)
+            test_mean = test_sum.astype(np.float32, order="F") if name in whole else test_sum[:, cols].astype(np.float32)
             with atomic_path(out_dir / f"betas_{name}_test.npy") as tmp:
                 np.save(tmp, test_mean)
             del test_mean
