@@ -16,13 +16,15 @@ Measured, each in its own child process (peak RSS = the child's VmHWM):
   voxel batch), then ``fit_ridge`` + prediction + test scores on voxel batches of
   several sizes; time = design + per batch (a + b x voxels), fitted and extrapolated to
   the whole brain in batches of ``encoding.voxel_batch``;
-- ``banded``: one z+zc model as ``encoding.fit_banded`` runs it (himalaya GroupRidgeCV,
-  random search: per fold and iteration one SVD and an (alphas, n_val, n_train) hat
-  matrix that every voxel is multiplied by) at 1 iteration on two voxel counts and
-  at 2 iterations, on two feature spaces of ``--banded-components`` each (1,600: a
-  6,400 + 6,400 SVD takes about 10 min per fold here); the per-iteration (SVD) and
-  per-voxel costs are scaled to 6,400 + 6,400 by their operation counts and
-  extrapolated to ``encoding.n_iter`` iterations and the brain;
+- ``banded``: one z+zc model as ``encoding.fit_banded`` runs it (``brainldm.banded``:
+  himalaya's random search, each candidate weighting one ``PrimalRidgeCV`` design
+  shared by every voxel batch) at 1 candidate on two voxel counts and at 2 candidates,
+  on two feature spaces of ``--banded-components`` each (1,600 by default, to keep the
+  run short); the per-candidate (design) and per-voxel costs are scaled to
+  6,400 + 6,400 by their multiply-add counts (``ridge.primal_cv_costs``) and
+  extrapolated to ``encoding.n_iter`` candidates and the brain;
+- ``himalaya`` (with ``--himalaya``): the baseline, himalaya's GroupRidgeCV on the
+  same data at 1 iteration and the first voxel count;
 - ``gemm``: the machine's float32 matrix-product rate (the floor of both fits).
 
 Then prints the projection for one subject's whole encoding stage with the default
@@ -106,6 +108,24 @@ def child_banded(a: argparse.Namespace) -> dict:
     return out
 
 
+def child_himalaya(a: argparse.Namespace) -> dict:
+    """The baseline: himalaya's GroupRidgeCV, 1 iteration on the first banded voxel count."""
+    from himalaya.ridge import GroupRidgeCV
+
+    from brainldm.ridge import make_cv
+    from brainldm.threads import limit_threads
+
+    limit_threads(a.threads)
+    p, v = a.banded_components, a.banded_voxels[0]
+    x, _, y, _, groups = make_data(a.trials, a.test, 2 * p, v)
+    model = GroupRidgeCV(groups=np.repeat([0, 1], p), solver="random_search", fit_intercept=False,
+                         cv=make_cv(FOLDS, groups, a.trials), random_state=0,
+                         solver_params=dict(n_iter=1, alphas=np.asarray(ALPHAS), progress_bar=False))
+    t = time.perf_counter()
+    model.fit(x, y - y.mean(0))
+    return {"himalaya": {"n_iter": 1, "voxels": v, "seconds": time.perf_counter() - t, "rss": peak_rss()}}
+
+
 def child_gemm(a: argparse.Namespace) -> dict:
     from brainldm.threads import limit_threads
 
@@ -121,7 +141,7 @@ def child_gemm(a: argparse.Namespace) -> dict:
     return {"gflops": 2.0 * A.shape[0] * A.shape[1] * B.shape[1] / sec / 1e9}
 
 
-CHILDREN = {"single": child_single, "banded": child_banded, "gemm": child_gemm}
+CHILDREN = {"single": child_single, "banded": child_banded, "himalaya": child_himalaya, "gemm": child_gemm}
 
 
 def run_child(which: str, argv: list[str]) -> dict:
@@ -154,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS/torch threads (default: every CPU)")
     p.add_argument("--scale", type=float, default=1.0, help="scale trials, components and voxels (a quick check: 0.25)")
     p.add_argument("--skip-banded", action="store_true", help="measure only the single-space fit")
+    p.add_argument("--himalaya", action="store_true",
+                   help="also time himalaya's GroupRidgeCV on the first banded shape (the baseline; ~7 min at the defaults)")
     p.add_argument("--results", help="print the report of a saved run again (the file its output was saved to)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -175,12 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.results:  # print the report of a saved run (its JSON lines) again
         with open(a.results) as f:
             found = [json.loads(line) for line in f if line.startswith("{")]
-        kinds = {"gflops": "gemm", "design_s": "single", "runs": "banded"}
+        kinds = {"gflops": "gemm", "design_s": "single", "runs": "banded", "himalaya": "himalaya"}
         saved = {kinds[k]: r for r in found for k in kinds if k in r}
     else:
         saved = {"gemm": run_child("gemm", passed), "single": run_child("single", passed)}
         if not a.skip_banded:
             saved["banded"] = run_child("banded", passed)
+            if a.himalaya:
+                saved["himalaya"] = run_child("himalaya", passed)
     report(a, saved)
     return 0
 
@@ -221,50 +245,53 @@ def report(a: argparse.Namespace, saved: dict) -> None:
     gpu_single = 2 * macs / (GPU_TFLOPS * 1e12)
     print(f"  on one GPU at an assumed {GPU_TFLOPS:.0f} TFLOP/s float32: {hours(gpu_single)} ({2 * macs / 1e15:.1f} PFLOP)")
 
-    banded_s = banded_fast_s = gpu_banded = None
+    banded_s = gpu_banded = None
     if "banded" in saved:
         banded = saved["banded"]
         (r1, r1v, r2) = banded["runs"]
-        dv = r1v["voxels"] - r1["voxels"]
-        per_voxel_b = max(r1v["seconds"] - r1["seconds"], 0.0) / dv  # one iteration's products and the refit's
-        per_iter = max(r2["seconds"] - r1["seconds"], 0.0)  # one more iteration on few voxels: its SVDs
-        n_tr, n_val = a.trials * (FOLDS - 1) / FOLDS, a.trials / FOLDS
         pb, pb0 = 2 * a.banded_components, 2 * a.components  # measured / the stage's (two spaces of --components)
 
-        # himalaya's random search, per iteration and fold: a thin SVD of X_train (Golub-Van Loan count), then
-        # X_val V diag Uᵀ for every alpha, an (n_alphas, n_val, n_train) array; per voxel, that array times y_train
-        def svd_flops(q: int) -> float:
-            return FOLDS * (4 * n_tr * q * q + 8 * q**3 + 2 * len(ALPHAS) * n_val * n_tr * q)
+        # brainldm.banded: per candidate weighting one PrimalRidgeCV on the 2p scaled columns (its design, made
+        # once for every voxel batch), then the per-voxel products of its strategy; multiply-adds of both
+        def design_macs(q: int) -> float:
+            return primal_cv_costs(a.trials, q, 0, FOLDS, len(ALPHAS))["folds"]
 
-        def voxel_flops(q: int) -> float:  # does not depend on the columns q
-            return 2 * FOLDS * len(ALPHAS) * n_val * n_tr
+        def voxel_macs(q: int) -> float:
+            return primal_cv_costs(a.trials, q, 1, FOLDS, len(ALPHAS))["folds"] - design_macs(q)
 
-        f_svd, f_vox = svd_flops(pb0) / svd_flops(pb), voxel_flops(pb0) / voxel_flops(pb)
-        # fit_banded fits each voxel batch on its own: the SVDs are redone for each of the n_batches
-        banded_s = N_ITER * (n_batches * per_iter * f_svd + per_voxel_b * f_vox * a.brain)
-        # per voxel at the matrix-product rate: what big voxel batches reach (the few voxels measured cannot)
-        banded_fast_s = N_ITER * (n_batches * per_iter * f_svd + voxel_flops(pb0) / (gemm["gflops"] * 1e9) * a.brain)
-        banded_rss = r2["rss"] * (pb0 / pb)  # the data and SVD factors grow with the columns
-        banded_flops = N_ITER * (n_batches * svd_flops(pb0) + voxel_flops(pb0) * a.brain)
+        per_voxel_b = max(r1v["seconds"] - r1["seconds"], 0.0) / (r1v["voxels"] - r1["voxels"])
+        per_iter = max(r2["seconds"] - r1["seconds"] - per_voxel_b * r2["voxels"], 0.0)  # one more candidate's design
+        f_design, f_vox = design_macs(pb0) / design_macs(pb), voxel_macs(pb0) / voxel_macs(pb)
+        banded_s = N_ITER * (per_iter * f_design + per_voxel_b * f_vox * a.brain)
+        # memory: the stacked, scaled and standardised columns (3 copies), (folds + 1) (q, q) eigenbases and fold
+        # projections, one voxel batch of training betas and the solver's work arrays on it
+        n_val = a.trials / FOLDS
+        banded_rss = 4 * (3 * a.trials * pb0 + (FOLDS + 2) * pb0 * pb0 + FOLDS * n_val * pb0
+                          + (a.trials + 3 * pb0) * VOXEL_BATCH) + 2 * a.test * a.brain * 4
+        banded_flops = 2 * N_ITER * (design_macs(pb0) + voxel_macs(pb0) * a.brain)
         gpu_banded = banded_flops / (GPU_TFLOPS * 1e12)
-        print(f"\nbanded z+zc fit, {a.banded_components} + {a.banded_components} components (himalaya GroupRidgeCV):")
+        print(f"\nbanded z+zc fit, {a.banded_components} + {a.banded_components} components (brainldm.banded):")
         for r in banded["runs"]:
             print(f"  n_iter {r['n_iter']}, {r['voxels']:>5} voxels: {r['seconds']:7.1f} s   peak RSS {r['rss'] / 1e9:.2f} GB")
-        print(f"  {per_iter:.1f} s per iteration ({FOLDS} SVDs of {int(n_tr)} x {pb} and hat matrices: "
-              f"{svd_flops(pb) / max(per_iter, 1e-9) / 1e9:.0f} GFLOP/s) + {per_voxel_b * 1e3:.1f} ms per voxel and iteration "
-              f"({voxel_flops(pb) / max(per_voxel_b, 1e-12) / 1e9:.0f} GFLOP/s)")
-        print(f"  at {a.components} + {a.components} components, whole brain in {n_batches} voxel batches (each with its "
-              f"own SVDs), n_iter {N_ITER}: {hours(banded_s)} on this CPU, peak RSS ~{banded_rss / 1e9:.1f} GB "
-              f"(EXTRAPOLATED: per-iteration work x {f_svd:.1f} by its operation count, per-voxel work the same at "
-              f"any column count, linear in iterations, batches and voxels); the SVDs are {N_ITER * n_batches * per_iter * f_svd / max(banded_s, 1e-9):.0%} of it")
-        print(f"  with the per-voxel work at the matrix-product rate (large voxel batches): {hours(banded_fast_s)}")
+        print(f"  {per_iter:.1f} s per candidate weighting (its design: {2 * design_macs(pb) / max(per_iter, 1e-9) / 1e9:.0f} "
+              f"GFLOP/s) + {per_voxel_b * 1e3:.1f} ms per voxel and candidate "
+              f"({2 * voxel_macs(pb) / max(per_voxel_b, 1e-12) / 1e9:.0f} GFLOP/s = "
+              f"{2 * voxel_macs(pb) / max(per_voxel_b, 1e-12) / 1e9 / gemm['gflops']:.2f} x the matrix-product rate)")
+        if "himalaya" in saved:
+            h = saved["himalaya"]["himalaya"]
+            ours = r1["seconds"]
+            print(f"  baseline, himalaya GroupRidgeCV on the same data (n_iter 1, {h['voxels']} voxels): {h['seconds']:.1f} s, "
+                  f"peak RSS {h['rss'] / 1e9:.2f} GB; brainldm.banded {ours:.1f} s: {h['seconds'] / max(ours, 1e-9):.1f} x faster")
+        print(f"  at {a.components} + {a.components} components, whole brain, n_iter {N_ITER}: {hours(banded_s)} on this CPU, "
+              f"peak RSS ~{banded_rss / 1e9:.1f} GB (EXTRAPOLATED: design x {f_design:.1f} and per-voxel work x {f_vox:.1f} "
+              f"by their multiply-add counts, linear in candidates and voxels); the designs are "
+              f"{N_ITER * per_iter * f_design / max(banded_s, 1e-9):.0%} of it")
         print(f"  on one GPU at {GPU_TFLOPS:.0f} TFLOP/s: {hours(gpu_banded)} ({banded_flops / 1e15:.1f} PFLOP)")
 
     print(f"\nwhole encoding stage of one subject, default analyses ({N_SINGLE} single + {N_BANDED} banded fits, "
           "PCA not included):")
     if banded_s is not None:
-        print(f"  this CPU ({a.threads} threads): {hours(N_SINGLE * single_s + N_BANDED * banded_fast_s)} to "
-              f"{hours(N_SINGLE * single_s + N_BANDED * banded_s)}")
+        print(f"  this CPU ({a.threads} threads): {hours(N_SINGLE * single_s + N_BANDED * banded_s)}")
         print(f"  one GPU (by FLOP count at {GPU_TFLOPS:.0f} TFLOP/s): {hours(N_SINGLE * gpu_single + N_BANDED * gpu_banded)}")
     else:
         print(f"  single fits only: this CPU {hours(N_SINGLE * single_s)}, one GPU {hours(N_SINGLE * gpu_single)}")

@@ -57,9 +57,9 @@ def test_ingest_benchmark_runs_at_a_small_size(tmp_path):
 def test_encoding_benchmark_runs_at_a_small_size(tmp_path):
     out = _run("encoding.py", "--trials", "300", "--test", "20", "--components", "24", "--voxels", "20", "40",
                "--banded-components", "8", "--banded-voxels", "5", "10", "--brain", "1000", "--threads", "1",
-               tmp_path=tmp_path)
+               "--himalaya", tmp_path=tmp_path)
     for line in ("single-space fit, strategy", "whole brain (1000 voxels", "banded z+zc fit, 8 + 8 components",
-                 "whole encoding stage of one subject"):
+                 "baseline, himalaya GroupRidgeCV on the same data", "whole encoding stage of one subject"):
         assert line in out, out
     (tmp_path / "saved.log").write_text(out)
     again = _run("encoding.py", "--results", str(tmp_path / "saved.log"), "--trials", "300", "--test", "20",

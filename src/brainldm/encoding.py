@@ -15,7 +15,7 @@ Four analyses per subject (Takagi & Nishimoto 2023, Figures 6-9):
 Shapes: betas train (n_trials, n_vox) float32 single trials, test (n_test, n_vox)
 float32 (mean over repeats); features (n_images, ...) per image, flattened to
 (n_images, d). Ridge fits go through ``brainldm.ridge.fit_ridge`` (single spaces)
-and himalaya's ``GroupRidgeCV`` (banded, joint spaces).
+and ``brainldm.banded`` (banded, joint spaces: himalaya's GroupRidgeCV random search).
 """
 
 from __future__ import annotations
@@ -283,53 +283,39 @@ def fit_single(x_train: np.ndarray, x_test: np.ndarray, data: SubjectData, setti
 
 
 def fit_banded(spaces_train: Sequence[np.ndarray], spaces_test: Sequence[np.ndarray], data: SubjectData, settings: dict, desc: str = "") -> dict[str, np.ndarray]:
-    """Banded ridge (himalaya GroupRidgeCV, one penalty per feature space) on every voxel.
+    """Banded ridge (one penalty per feature space, ``brainldm.banded``: himalaya's
+    GroupRidgeCV random search) on every voxel.
 
-    Returns r, r2 (n_vox,) of the joint prediction and split_r2 (n_spaces, n_vox):
-    himalaya's r2_score_split of the per-space parts of the prediction (test data and
-    prediction centred on the test means; they sum to that centred R²).
+    Each space is standardised with its training statistics; every voxel's training
+    mean is its intercept. The decompositions of each candidate weighting are made once
+    and shared by all voxel batches. Returns r, r2 (n_vox,) of the joint prediction and
+    split_r2 (n_spaces, n_vox): himalaya's r2_score_split of the per-space parts of the
+    prediction (test data and prediction centred on the test means; they sum to that
+    centred R²).
     """
-    from himalaya.backend import get_backend, set_backend
-    from himalaya.ridge import GroupRidgeCV
+    from brainldm.banded import dirichlet_gammas, solve_banded_ridge_random_search
     from himalaya.scoring import r2_score_split
     from sklearn.preprocessing import StandardScaler
 
     scalers = [StandardScaler().fit(x) for x in spaces_train]
     xtr = [s.transform(x).astype(np.float32) for s, x in zip(scalers, spaces_train)]
     xte = [s.transform(x).astype(np.float32) for s, x in zip(scalers, spaces_test)]
-    sizes = [x.shape[1] for x in xtr]
-    groups = np.concatenate([np.full(k, g) for g, k in enumerate(sizes)])
-    xtr_all, xte_all = np.hstack(xtr), np.hstack(xte)
-    cv = make_cv(settings["cv_folds"], data.train_ids, len(data.train_ids))
-    params = dict(n_iter=settings["n_iter"], alphas=np.asarray(settings["alphas"], dtype=float), progress_bar=False)
-    if settings["n_targets_batch"]:
-        params.update(n_targets_batch=int(settings["n_targets_batch"]), n_targets_batch_refit=int(settings["n_targets_batch"]))
-    n_sp = len(xtr)
+    splits = make_cv(settings["cv_folds"], data.train_ids, len(data.train_ids))
+    gammas = dirichlet_gammas(int(settings["n_iter"]), len(xtr), settings["seed"])
+    fit = solve_banded_ridge_random_search(
+        xtr, data.train, gammas, settings["alphas"], splits, xte, n_targets_batch=settings["voxel_batch"],
+        fit_batch=settings["n_targets_batch"], backend=resolve_backend(settings["backend"]), desc=f"banded {desc}")
     out = dict(r=np.empty(data.n_vox, np.float32), r2=np.empty(data.n_vox, np.float32),
-               split_r2=np.empty((n_sp, data.n_vox), np.float32))
-    previous = get_backend()
-    backend = set_backend(resolve_backend(settings["backend"]), on_error="warn")
-    batches = voxel_batches(data.n_vox, settings["voxel_batch"])
-    try:
-        for sl in progress(batches, f"banded {desc} voxel batches"):
-            y = np.asarray(data.train[:, sl], dtype=np.float32)
-            y_mean = y.mean(0)
-            model = GroupRidgeCV(groups=groups, solver="random_search", solver_params=params,
-                                 fit_intercept=False, cv=cv, random_state=settings["seed"])
-            model.fit(xtr_all, y - y_mean)
-            coef = np.asarray(backend.to_numpy(model.coef_), dtype=np.float32)
-            if coef.ndim == 1:
-                coef = coef[:, None]
-            parts = np.stack([xte_all[:, groups == g] @ coef[groups == g] for g in range(n_sp)])
-            y_test = np.asarray(data.test[:, sl], dtype=np.float32)
-            pred = parts.sum(0) + y_mean
-            out["r"][sl] = pearson_columns(y_test, pred)
-            out["r2"][sl] = r2_columns(y_test, pred)
-            # himalaya's split R² needs a zero-mean y_true: test data centred on their own mean
-            split = r2_score_split(y_test - y_test.mean(0), parts - parts.mean(1, keepdims=True))
-            out["split_r2"][:, sl] = np.asarray(backend.to_numpy(split), dtype=np.float32)
-    finally:
-        set_backend(previous, on_error="warn")
+               split_r2=np.empty((len(xtr), data.n_vox), np.float32))
+    for sl in voxel_batches(data.n_vox, settings["voxel_batch"]):
+        parts = fit.test_parts[:, :, sl]
+        y_test = np.asarray(data.test[:, sl], dtype=np.float32)
+        pred = parts.sum(0) + fit.y_mean[sl]
+        out["r"][sl] = pearson_columns(y_test, pred)
+        out["r2"][sl] = r2_columns(y_test, pred)
+        # himalaya's split R² needs a zero-mean y_true: test data centred on their own mean
+        split = r2_score_split(y_test - y_test.mean(0), parts - parts.mean(1, keepdims=True))
+        out["split_r2"][:, sl] = np.asarray(split, dtype=np.float32)
     return out
 
 
