@@ -245,8 +245,9 @@ def test_image_id_outside_imgbrick_and_missing_captions(synthetic_root, tmp_path
 # ---------------------------------------------------------------- NSD quirks
 def test_nsd_quirks_are_handled(tmp_path, pycortex_cache):
     """synthetic.nsd_quirks: -1 ROI labels, edge voxels all 0 in the last session, one
-    session fewer for subj02, unseen images in imgBrick. Ingestion stays finite, ROIs
-    exclude -1, constant voxels z-score to exactly 0, and the planted signal is recovered."""
+    session fewer and a grid of its own for subj02, unseen images in imgBrick. Ingestion
+    stays finite, ROIs exclude -1, constant voxels z-score to exactly 0, and the planted
+    signal is recovered in both subjects."""
     from brainldm.synthetic import SyntheticDesign, write_synthetic_nsd
 
     root = tmp_path / "nsd"
@@ -307,6 +308,30 @@ def test_nsd_quirks_are_handled(tmp_path, pycortex_cache):
     r_null = pearson_columns(fit_ridge(X_train, low[ids], alphas, cv=5, backend="numpy").predict(X_test),
                              low[test["nsd_id"]])
     assert np.nanmean(r) > 0.6 and np.nanmean(r) > np.nanmean(r_null) + 0.3
+
+    # subj02 has its own grid: the same brain, padded, every voxel at the same scanner position
+    from nibabel.affines import apply_affine
+
+    from brainldm.synthetic import GRID_PAD
+
+    mask2, affine2 = nsd.read_volume(nsd.path(root, "brainmask", "subj02"))
+    _, affine1 = nsd.read_volume(nsd.path(root, "brainmask", "subj01"))
+    assert mask2.shape == tuple(n + a + b for n, (a, b) in zip(brainmask.shape, GRID_PAD))
+    v1, v2 = np.argwhere(brainmask > 0), np.argwhere(mask2 > 0)
+    np.testing.assert_allclose(apply_affine(affine2, v2), apply_affine(affine1, v1), atol=1e-4)  # float32 sform
+    out2 = tmp_path / "out2"
+    ingest_subject(
+        "subj02", [nsd.path(root, "betas_hdf5", "subj02", s) for s in range(1, 4)], nsd.path(root, "brainmask", "subj02"),
+        {"streams": nsd.path(root, "roi_streams", "subj02"), "prf-visualrois": nsd.path(root, "roi_prf-visualrois", "subj02")},
+        {s: nsd.path(root, "responses", s) for s in ("subj01", "subj02")}, nsd.path(root, "expdesign"), rois, out2,
+        zscore=True, sessions={"subj01": 4},
+    )
+    np.testing.assert_array_equal(np.load(out2 / "voxels_brain.npy"), v2)
+    train2 = pd.read_csv(out2 / "train.tsv", sep="\t")
+    X2, X2_test = np.load(out2 / "betas_early_train.npy"), np.load(out2 / "betas_early_test.npy")
+    r2 = pearson_columns(fit_ridge(X2, low[train2["nsd_id"]], alphas, cv=5, backend="numpy").predict(X2_test),
+                         low[test["nsd_id"]])
+    assert np.nanmean(r2) > 0.5, np.nanmean(r2)
 
 
 def test_constant_voxels_zscore_to_exactly_zero():

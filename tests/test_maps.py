@@ -140,3 +140,57 @@ def test_flatmaps_on_S1(tmp_path, pycortex_cache):
     for hexcol in maps.LAYER_COLORS[:3]:
         rgb = np.array([int(hexcol[i : i + 2], 16) for i in (1, 3, 5)])
         assert (np.abs(im - rgb).sum(2) < 10).sum() > 100, hexcol
+
+
+def test_to_reference_grid_undoes_a_padding_and_fills_nan_outside():
+    rng = np.random.default_rng(0)
+    ref_affine = np.diag([1.8, 1.8, 1.8, 1.0])
+    ref_affine[:3, 3] = [-70, -90, -60]
+    vol = rng.normal(size=(7, 6, 5)).astype(np.float32)
+    pad = ((2, 1), (0, 3), (1, 0))
+    padded = np.pad(vol, pad, constant_values=np.nan)
+    shift = np.eye(4)
+    shift[:3, 3] = [-2, 0, -1]
+    np.testing.assert_array_equal(maps.to_reference_grid(padded, ref_affine @ shift, vol.shape, ref_affine), vol)
+    # a grid that covers only part of the reference (its voxel 0 is the reference's x = 2): NaN elsewhere
+    start = np.eye(4)
+    start[0, 3] = 2
+    part = maps.to_reference_grid(vol[2:], ref_affine @ start, vol.shape, ref_affine)
+    np.testing.assert_array_equal(part[2:], vol[2:])
+    assert np.isnan(part[:2]).all()
+
+
+def test_flatmaps_of_a_padded_grid_equal_the_reference_grids_with_resampling(tmp_path, pycortex_cache):
+    """A subject on its own grid (S1's, padded; the synthetic NSD quirk): with
+    pycortex_resample its flatmaps are pixel for pixel those of the same maps on S1's grid;
+    without, the grid mismatch stops with a message naming the key."""
+    prepare_filestore(pycortex_cache)
+    import cortex
+
+    ref = cortex.db.get_xfm("S1", "fullhead").reference
+    mask = cortex.db.get_mask("S1", "fullhead", "thick").T.astype(np.uint8)
+    pad = ((2, 1), (0, 3), (1, 0))
+    shift = np.eye(4)
+    shift[:3, 3] = [-2, 0, -1]
+    rng = np.random.default_rng(0)
+    voxels = np.argwhere(mask).astype(np.int64)
+    _single_npz(tmp_path / "single.npz", len(voxels), rng)
+    pngs = {}
+    for name, m, affine, vox in (("ref", mask, ref.affine, voxels),
+                                 ("padded", np.pad(mask, pad), ref.affine @ shift, voxels + [2, 0, 1])):
+        d = tmp_path / name
+        d.mkdir()
+        nib.save(nib.Nifti1Image(m, affine), d / "brainmask.nii.gz")
+        np.save(d / "voxels.npy", vox)
+        args = [str(tmp_path / "single.npz"), str(d / "voxels.npy"), str(d / "brainmask.nii.gz"), str(d / "maps"),
+                "subj02", "S1", "fullhead", str(pycortex_cache)]
+        if name == "padded":
+            with pytest.raises(ValueError, match="encoding.pycortex_resample: true"):
+                maps.write_maps(*args)
+        files = maps.write_maps(*args, pycortex_resample=True)
+        pngs[name] = {f.name: np.asarray(Image.open(f).convert("RGB")) for f in files if f.suffix == ".png"}
+        # the NIfTI maps stay on the subject's own grid
+        assert nib.load(d / "maps" / "z_r.nii.gz").shape == m.shape
+    assert pngs["ref"].keys() == pngs["padded"].keys() and len(pngs["ref"]) == 3
+    for key, im in pngs["ref"].items():
+        np.testing.assert_array_equal(pngs["padded"][key], im)

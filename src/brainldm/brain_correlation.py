@@ -212,8 +212,8 @@ def score_subject(
                 imgs = ds[a:a + per]
                 ids = np.repeat(nsd_id[a:a + per], s)
                 zs.append(encode_z(pipe, imgs.reshape((-1,) + imgs.shape[2:]), z_settings["z_resolution"],
-                                   z_settings.get("z_posterior", "mean"), nsd_ids=ids,
-                                   seed=z_settings.get("seed", 0)).reshape(len(ids), -1))
+                                   z_settings["z_posterior"], nsd_ids=ids,
+                                   seed=z_settings["seed"]).reshape(len(ids), -1))
             z_eval.append(np.concatenate(zs))
             labels.append((cond, np.repeat(np.arange(len(nsd_id)), s)))
     del pipe
@@ -221,8 +221,8 @@ def score_subject(
     z_all = np.concatenate(z_eval)
     z_train = _read_z(z_h5, data.train_ids)
     r = brain_correlations(z_train, data.train, data.train_ids, z_all, measured_one, masks,
-                           encoding["alphas"], encoding.get("cv_folds", 5), encoding.get("backend", "auto"),
-                           encoding.get("voxel_batch"), image_of=image_of, progress=log.info)
+                           encoding["alphas"], encoding["cv_folds"], encoding["backend"],
+                           encoding["voxel_batch"], image_of=image_of, progress=log.info)
     rows = []
     start = 0
     for cond, idx in labels:

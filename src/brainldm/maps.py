@@ -63,6 +63,24 @@ def to_volume(values: np.ndarray, voxels: np.ndarray, shape: tuple[int, ...], fi
     return vol
 
 
+def to_reference_grid(vol: np.ndarray, affine: np.ndarray, ref_shape: tuple[int, int, int],
+                      ref_affine: np.ndarray) -> np.ndarray:
+    """An (x, y, z) volume on grid ``affine`` resampled onto another grid (nearest neighbour).
+
+    Each reference voxel takes the value of the voxel of ``vol`` nearest to the same
+    scanner position (by the two affines); positions outside ``vol`` are NaN. Exact for
+    grids that differ by whole voxels (e.g. a padded or cropped copy). Returns
+    ``ref_shape`` float32.
+    """
+    ijk = np.indices(ref_shape).reshape(3, -1)
+    to_vol = np.linalg.inv(affine) @ ref_affine  # reference voxel -> voxel of vol
+    src = np.rint(to_vol[:3, :3] @ ijk + to_vol[:3, 3:]).astype(np.int64)
+    inside = ((src >= 0) & (src < np.array(vol.shape[:3])[:, None])).all(0)
+    out = np.full(ijk.shape[1], np.nan, dtype=np.float32)
+    out[inside] = vol[src[0, inside], src[1, inside], src[2, inside]]
+    return out.reshape(ref_shape)
+
+
 def write_nifti(path: str | os.PathLike, vol: np.ndarray, grid: nib.Nifti1Image) -> None:
     """Write an (x, y, z) volume with the grid's affine and spatial header, atomically."""
     img = nib.Nifti1Image(vol, grid.affine)
@@ -76,7 +94,11 @@ def write_nifti(path: str | os.PathLike, vol: np.ndarray, grid: nib.Nifti1Image)
 class Flatmapper:
     """pycortex flatmaps of (x, y, z) volumes for one subject and transform."""
 
-    def __init__(self, subject: str, xfm: str, grid_shape: tuple[int, ...], cache_dir: str | os.PathLike, filestore: str | None = None):
+    def __init__(self, subject: str, xfm: str, grid: nib.Nifti1Image, cache_dir: str | os.PathLike,
+                 filestore: str | None = None, resample: bool = False):
+        """grid: the maps' functional grid (the brain mask). resample: when the
+        transform's reference grid is another one, resample the maps onto it by the two
+        affines (nearest neighbour) instead of stopping; see ``to_reference_grid``."""
         from brainldm.pycortex_db import prepare_filestore
 
         if filestore:
@@ -102,10 +124,17 @@ class Flatmapper:
             ref = cortex.db.get_xfm(subject, xfm).reference
         except Exception as err:
             raise ValueError(f"config encoding.pycortex_xfm: transform {xfm!r} of pycortex subject {subject!r} not found ({err})") from err
-        if tuple(ref.shape[:3]) != tuple(grid_shape[:3]):
+        same_grid = tuple(ref.shape[:3]) == tuple(grid.shape[:3]) and np.allclose(ref.affine, grid.affine, atol=1e-4)
+        self.resample = None
+        if not same_grid and resample:
+            self.resample = (grid.affine, tuple(ref.shape[:3]), ref.affine)
+            log.info("maps on grid %s are resampled onto pycortex transform %s/%s's grid %s by their affines "
+                     "(encoding.pycortex_resample)", tuple(grid.shape[:3]), subject, xfm, tuple(ref.shape[:3]))
+        elif tuple(ref.shape[:3]) != tuple(grid.shape[:3]):
             raise ValueError(
                 f"pycortex transform {subject}/{xfm} expects a functional grid {ref.shape[:3]} but the brain mask is "
-                f"{tuple(grid_shape[:3])}; set encoding.pycortex_subject / pycortex_xfm to this subject's transform"
+                f"{tuple(grid.shape[:3])}; set encoding.pycortex_subject / pycortex_xfm to this subject's transform "
+                "(or, for data in the transform reference's scanner space, encoding.pycortex_resample: true)"
             )
         self.subject, self.xfm = subject, xfm
         self.with_rois = shutil.which("inkscape") is not None
@@ -121,6 +150,8 @@ class Flatmapper:
 
         from brainldm.pycortex_db import filestore_lock
 
+        if self.resample is not None:
+            vol = to_reference_grid(vol, *self.resample)
         volume = cortex.Volume(np.ascontiguousarray(vol.T, dtype=np.float32), self.subject, self.xfm,
                                vmin=vmin, vmax=vmax, cmap=cmap)
         with filestore_lock(self.filestore):  # the first render writes the flatmap cache
@@ -193,13 +224,14 @@ def map_specs(npz: dict[str, np.ndarray], r_vmax: float) -> list[dict[str, Any]]
 
 def write_maps(npz_path: str, voxels_path: str, brainmask: str, out_dir: str, subject: str,
                pycortex_subject: str | None, pycortex_xfm: str | None, cache_dir: str,
-               pycortex_filestore: str | None = None, r_vmax: float = 0.5) -> list[Path]:
+               pycortex_filestore: str | None = None, r_vmax: float = 0.5, pycortex_resample: bool = False) -> list[Path]:
     """All maps of one analysis of one subject into ``out_dir`` (written whole, then renamed).
 
     npz_path: an encode_* result; voxels_path: (n_vox, 3) (x, y, z) indices of its
     voxels; brainmask: the subject's brain mask NIfTI (grid and affine).
     pycortex_subject / pycortex_xfm: pycortex names ("{subject}" is replaced by the
-    subject), None = NIfTI only. Writes ``index.tsv`` (file, description). Returns the files.
+    subject), None = NIfTI only; pycortex_resample: see ``Flatmapper``. Writes
+    ``index.tsv`` (file, description). Returns the files.
     """
     if not Path(npz_path).is_file():
         raise FileNotFoundError(f"{npz_path} is missing; run the encode rule first")
@@ -217,7 +249,7 @@ def write_maps(npz_path: str, voxels_path: str, brainmask: str, out_dir: str, su
     mapper = None
     if pycortex_subject and pycortex_xfm:
         mapper = Flatmapper(pycortex_subject.format(subject=subject), pycortex_xfm.format(subject=subject),
-                            grid.shape, cache_dir, pycortex_filestore)
+                            grid, cache_dir, pycortex_filestore, pycortex_resample)
     else:
         log.info("no pycortex subject/transform configured (encoding.pycortex_subject, encoding.pycortex_xfm): "
                  "writing NIfTI maps only. To get flatmaps, import the subject's FreeSurfer surfaces with "

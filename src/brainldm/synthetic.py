@@ -44,6 +44,9 @@ EARLY_ROIS = ("V1", "V2", "V3")
 VENTRAL_ROIS = ("FFA", "PPA", "OFA", "EBA")
 #: Amplitude of the signal in percent signal change.
 SIGNAL_PSC = 1.5
+#: With nsd_quirks, every second subject's functional grid is S1's padded by these
+#: (before, after) voxels along x, y, z (in NSD every subject has its own grid).
+GRID_PAD = ((2, 1), (0, 3), (1, 0))
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class SyntheticDesign:
     snr: float
     seed: int
     #: Real NSD's quirks: ROI volumes with -1 outside the brain, edge voxels all zero
-    #: in the last session, one session fewer for every second subject, images in
+    #: in the last session, one session fewer and a grid of its own (``GRID_PAD``)
+    #: for every second subject, images in
     #: imgBrick that no subject saw, betas .hdf5 chunked as NSD's (one uncompressed
     #: chunk per voxel time series, only the brain's written; see :func:`write_synthetic_nsd`).
     nsd_quirks: bool = False
@@ -157,6 +161,16 @@ def s1_anatomy(pycortex_cache: str | os.PathLike) -> dict[str, np.ndarray]:
         "prf": zyx_to_xyz(prf),
         "affine": np.asarray(xfm.reference.affine, dtype=np.float64),
     }
+
+
+def padded_anatomy(anat: dict[str, np.ndarray], pad: tuple[tuple[int, int], ...]) -> dict[str, np.ndarray]:
+    """``s1_anatomy``'s volumes on a grid padded by ``pad`` ((before, after) voxels along
+    x, y, z), with the affine that keeps every voxel at its scanner position."""
+    shift = np.eye(4)
+    shift[:3, 3] = [-before for before, _ in pad]
+    out = {k: np.pad(v, pad) for k, v in anat.items() if k != "affine"}
+    out["affine"] = anat["affine"] @ shift
+    return out
 
 
 def _save_nifti(data: np.ndarray, affine: np.ndarray, file: Path) -> None:
@@ -291,13 +305,14 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
     top 2 % of the z axis (the edge of the imaged slab) are exactly 0 in the last
     session; every second subject has one session fewer (responses and betas; not
     when ``design.n_sessions`` is a per-subject mapping, which is taken as it is); and
-    imgBrick holds at least one image that no subject saw.
+    every second subject's grid is S1's padded by ``GRID_PAD`` (its affine keeps every
+    voxel's scanner position: the same brain on a grid of its own); and imgBrick holds
+    at least one image that no subject saw.
     """
     design.check()
     root = Path(root)
     rng = np.random.default_rng(design.seed)
     anat = s1_anatomy(pycortex_cache)
-    affine = anat["affine"]
 
     # Stimuli and captions.
     scene_list = [scenes.random_scene(rng) for _ in range(design.n_images)]
@@ -333,23 +348,25 @@ def write_synthetic_nsd(root: str | os.PathLike, design: SyntheticDesign, pycort
     np.save(truth_dir / "low_level.npy", images_low)
     np.save(truth_dir / "attributes.npy", attrs)
     (truth_dir / "attribute_names.json").write_text(json.dumps(scenes.attribute_names()))
-    for subject in design.subjects:
+    for i, subject in enumerate(design.subjects):
         name = nsd.subject_name(subject)
         srng = np.random.default_rng([design.seed, subject])
-        weights = _voxel_weights(anat, images_low.shape[1:], attrs.shape[1], srng)
+        sanat = padded_anatomy(anat, GRID_PAD) if design.nsd_quirks and i % 2 == 1 else anat
+        weights = _voxel_weights(sanat, images_low.shape[1:], attrs.shape[1], srng)
         signal = low_std @ weights["w_low"].T + attr_std @ weights["w_attr"].T  # (n_images, n_vox)
         signal = _standardise(signal)
         np.savez(truth_dir / f"{name}.npz", **weights)
         for kind, key in (("brainmask", "brainmask"), ("roi_streams", "streams"), ("roi_prf-visualrois", "prf")):
-            volume = anat[key]
+            volume = sanat[key]
             if design.nsd_quirks and key != "brainmask":
-                volume = np.where(anat["brainmask"] > 0, volume.astype(np.int16), np.int16(-1)).astype(np.int16)
-            _save_nifti(volume, affine, nsd.path(root, kind, name))
+                volume = np.where(sanat["brainmask"] > 0, volume.astype(np.int16), np.int16(-1)).astype(np.int16)
+            _save_nifti(volume, sanat["affine"], nsd.path(root, kind, name))
         responses = _responses(subject, design, exp, srng)
         responses = responses.loc[responses["SESSION"] <= design.sessions_of(subject)].reset_index(drop=True)
         with atomic_path(nsd.path(root, "responses", name)) as tmp:
             responses.to_csv(tmp, sep="\t", index=False)
-        _write_betas(root, name, design, responses, signal, weights["voxels"], anat["brainmask"].shape, affine, srng)
+        _write_betas(root, name, design, responses, signal, weights["voxels"], sanat["brainmask"].shape,
+                     sanat["affine"], srng)
 
 
 def _read_all(stim_file: Path) -> np.ndarray:

@@ -5,7 +5,7 @@ ENCODING_ANALYSES = list(ENCODING["analyses"])
 ENCODING_FEATURES = {"single": ("z", "c", "zc"), "noise": ("z", "zc"), "stage": ("z", "zc"), "layers": ("unet",)}
 # The config keys that change the maps; every other key (but analyses) changes the
 # fitted results (tracked as params).
-MAP_KEYS = ("pycortex_subject", "pycortex_xfm", "pycortex_filestore", "r_vmax")
+MAP_KEYS = ("pycortex_subject", "pycortex_xfm", "pycortex_filestore", "pycortex_resample", "r_vmax")
 ENCODING_SETTINGS = {k: v for k, v in ENCODING.items() if k not in MAP_KEYS and k != "analyses"}
 ENCODING_MAP_SETTINGS = {k: ENCODING[k] for k in MAP_KEYS}
 # himalaya on a GPU (torch_cuda, or auto where one is present) for NSD-size fits.
@@ -31,9 +31,9 @@ def encoding_mem_mb(wildcards, input):
     per_batch_mb = min(rows_mb, 30000 * batch * 4 / 1e6)
     mem = int(1500 + 4 * per_batch_mb)
     if wildcards.analysis in ("noise", "stage") and not SYNTHETIC:
-        # banded z+zc fits (himalaya GroupRidgeCV): benchmarks/encoding.py measured 8.9 GB at 1,600 + 1,600
-        # components and projects ~36 GB at NSD's 6,400 + 6,400
-        mem = max(mem, 40000)
+        # banded z+zc fits (brainldm.banded): benchmarks/encoding.py projects ~17 GB at NSD's
+        # 6,400 + 6,400 components and voxel_batch 20,000 (3 GB measured at 1,600 + 1,600)
+        mem = max(mem, 20000)
     return mem
 
 
