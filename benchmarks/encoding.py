@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--voxels", type=int, nargs="+", default=[1000, 2000, 4000], help="voxel batch sizes of the single fit (increasing)")
     p.add_argument("--banded-components", type=int, default=1600,
                    help="components of each of the two banded spaces measured (projected to --components)")
-    p.add_argument("--banded-voxels", type=int, nargs=2, default=[100, 400], help="two voxel counts of the banded fits")
+    p.add_argument("--banded-voxels", type=int, nargs=2, default=[100, 4000],
+                   help="two voxel counts of the banded fits (far apart: their difference gives the per-voxel cost)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS/torch threads (default: every CPU)")
     p.add_argument("--scale", type=float, default=1.0, help="scale trials, components and voxels (a quick check: 0.25)")
     p.add_argument("--skip-banded", action="store_true", help="measure only the single-space fit")
