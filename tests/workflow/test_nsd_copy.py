@@ -21,6 +21,11 @@ from brainldm import nsd, nsd_copy
 from .conftest import WorkflowRun, copy_workflow, file_digest, parse_dry_run
 
 TARGETS = ["results/stimuli/stimuli.tsv", "results/subj01/ingest/train.tsv", "results/subj02/ingest/train.tsv"]
+# Every rule that reads the NSD root or the model folder: stimuli table, ingestion, the
+# features (stimuli, captions; the model), reconstruction (the model; the gather reads the
+# stimuli) and the encoding maps (the brain mask); for subj02 (its own grid, fewer
+# sessions) only, to keep the test short. Evaluation reads neither.
+READERS = TARGETS + ["results/subj02/reconstruction/recons.h5", "results/subj02/encoding/single_maps"]
 # what the run reads: 5 shared files, per subject 4 files and its sessions of hdf5 betas
 # (3 and, NSD quirk, 2; the copy also has NIfTI betas and the generator's ground truth)
 N_NEEDED = len(nsd_copy.needed_keys(["subj01", "subj02"], {"subj01": [1, 2, 3], "subj02": [1, 2]}, "hdf5"))
@@ -65,19 +70,29 @@ def nsd_copy_root(tmp_path_factory) -> Path:
     return root
 
 
-def make_run(tmp_path: Path, root: Path, endpoint: str, bucket: str = "natural-scenes-dataset") -> WorkflowRun:
+def make_run(tmp_path: Path, root: Path, endpoint: str, bucket: str = "natural-scenes-dataset",
+             extra: dict | None = None, targets: list[str] = TARGETS) -> WorkflowRun:
     overrides = {
         "data": {"source": "nsd", "nsd_root": str(root), "subjects": [1, 2], "sessions": "all"},
         "download": {"endpoint_url": endpoint, "bucket": bucket},
+        **(extra or {}),
     }
-    return WorkflowRun(copy_workflow(tmp_path / "wf", overrides), targets=list(TARGETS))
+    return WorkflowRun(copy_workflow(tmp_path / "wf", overrides), targets=list(targets))
 
 
-def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, tmp_path):
+def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, demo_run, tmp_path):
+    """A read-only NSD copy and a read-only model folder (the lab's, here the demo's tiny
+    model copied: a diffusers folder, loaded like SD v1.4) through every rule that reads
+    them; afterwards, and after --forceall on writable copies, every file of both has the
+    same checksum, mtime and mode."""
     root = tmp_path / "copy"
     shutil.copytree(nsd_copy_root, root)  # copy2: mtimes kept
     before = snapshot(root)
-    run = make_run(tmp_path, root, unreachable_endpoint())
+    model = tmp_path / "lab_models" / "tiny-sd"
+    shutil.copytree(demo_run.path("results/models/tiny"), model)
+    model_before = snapshot(model)
+    extra = {"model": {"name": str(model), "device": "cpu"}, "encoding": {"analyses": ["single"]}}
+    run = make_run(tmp_path, root, unreachable_endpoint(), extra=extra, targets=READERS)
 
     # the complete copy: the dry run of the whole DAG, even forced, has no download job
     proc = run.snakemake("-n", "--forceall", "--", "all")
@@ -88,24 +103,28 @@ def test_read_only_copy_is_used_in_place_and_never_touched(nsd_copy_root, tmp_pa
     assert jobs.get("ingest") == 2 and not any(r.startswith("download") for r in jobs), jobs
 
     set_writable(root, False)
+    set_writable(model.parent, False)
     try:
-        ro = snapshot(root)
-        proc = run.snakemake()
+        ro, model_ro = snapshot(root), snapshot(model)
+        proc = run.snakemake(timeout=1200)
+        for target in READERS:
+            assert run.path(target).exists(), target
         assert (run.path("results/subj01/ingest/betas_early_train.npy")).stat().st_size > 0
         # data.sessions: all = every session each subject has (3 and 2)
         for subject, n in (("subj01", 3), ("subj02", 2)):
             train = run.path(f"results/{subject}/ingest/train.tsv").read_text().splitlines()
             assert {int(line.split()[-2]) for line in train[1:]} == set(range(1, n + 1))
         assert proc.stderr.count("NSD copy at") == 1  # the main process only, not each job
-        assert snapshot(root) == ro
+        assert snapshot(root) == ro and snapshot(model) == model_ro
     finally:
         set_writable(root, True)
-    assert snapshot(root) == before
+        set_writable(model.parent, True)
+    assert snapshot(root) == before and snapshot(model) == model_before
 
-    # writable, every rule forced: still nothing under the root changes
-    proc = run.snakemake("--forceall")
+    # writable, every rule forced (the model loaded again by the z features): still nothing changes there
+    proc = run.snakemake("--forceall", "--", *TARGETS, "results/features/z.h5")
     assert "download" not in proc.stdout + proc.stderr.replace("nothing to download", "")
-    assert snapshot(root) == before
+    assert snapshot(root) == before and snapshot(model) == model_before
 
 
 def test_dry_run_lists_exactly_the_missing_files_and_fetches_only_them(nsd_copy_root, tmp_path, endpoint):
