@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 
-from brainldm.io import atomic_path
+from brainldm.io import atomic_dir, atomic_path
 
 log = logging.getLogger("brainldm.maps")
 
@@ -255,10 +254,8 @@ def write_maps(npz_path: str, voxels_path: str, brainmask: str, out_dir: str, su
                  "writing NIfTI maps only. To get flatmaps, import the subject's FreeSurfer surfaces with "
                  "cortex.freesurfer.import_subj and name it in the config (see config/README.md).")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    rows = []
-    try:
+    with atomic_dir(out) as tmp:
+        rows = []
         for spec in specs:
             vol = to_volume(spec["values"], voxels, grid.shape, spec.get("fill", np.nan), spec.get("dtype", np.float32))
             if spec.get("png"):
@@ -272,10 +269,4 @@ def write_maps(npz_path: str, voxels_path: str, brainmask: str, out_dir: str, su
             rows.append(f"{fname}\t{spec['desc']}")
             log.info("wrote %s", fname)
         (tmp / "index.tsv").write_text("file\tdescription\n" + "\n".join(rows) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return sorted(out.iterdir())

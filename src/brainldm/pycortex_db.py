@@ -15,9 +15,10 @@ import fcntl
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from brainldm.io import atomic_dir
 
 _BUNDLED_SUBJECT = "S1"
 
@@ -96,13 +97,8 @@ def prepare_filestore(cache_dir: str | os.PathLike, source: str | os.PathLike | 
         raise FileNotFoundError(f"{src} holds no pycortex subject {_BUNDLED_SUBJECT}")
     with filestore_lock(target):
         if not target.is_dir():
-            tmp = Path(tempfile.mkdtemp(prefix=".db-", dir=cache_dir))
-            try:
+            with atomic_dir(target) as tmp:
                 shutil.copytree(src, tmp, dirs_exist_ok=True)
-                os.rename(tmp, target)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
     if not os.access(target, os.W_OK):
         raise PermissionError(f"pycortex filestore copy {target} is not writable; delete it or fix its permissions")
 
