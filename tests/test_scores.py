@@ -35,6 +35,19 @@ def test_pearson_helpers_match_corrcoef():
     assert np.isnan(scores.pearson_rows(a, b)[2])
 
 
+def test_streaming_pearson_rows_equals_pearson_rows_of_the_whole():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(6, 50)) + 3.0, rng.normal(size=(6, 50))
+    b[:, :25] += 0.8 * a[:, :25]
+    a[4] = 2.0  # a constant row: NaN
+    stream = scores.StreamingPearsonRows(6)
+    for start, stop in ((0, 7), (7, 30), (30, 50)):
+        stream.add(a[:, start:stop], b[:, start:stop])
+    whole = scores.pearson_rows(a, b)
+    np.testing.assert_allclose(stream.r(), whole, rtol=1e-5, equal_nan=True)
+    assert np.isnan(stream.r()[4]) and np.isfinite(np.delete(stream.r(), 4)).all()
+
+
 def test_r2_matches_himalaya():
     rng = np.random.default_rng(6)
     y, pred = rng.normal(size=(9, 4)), rng.normal(size=(9, 4))

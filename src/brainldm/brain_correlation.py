@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from brainldm.ridge import fit_ridge
+from brainldm.ridge import fit_ridge, ridge_design
+from brainldm.scores import StreamingPearsonRows
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +55,6 @@ def roi_masks(brain_voxels: np.ndarray, roi_voxels: dict[str, np.ndarray]) -> di
         mask[cols] = True
         out[name] = mask
     return out
-
-
-class _Moments:
-    """Running sums over voxels for a Pearson r per image (n_images,)."""
-
-    def __init__(self, n: int) -> None:
-        self.s = {k: np.zeros(n) for k in ("n", "x", "y", "xx", "yy", "xy")}
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        """x, y: (n, m) predicted and measured values of m more voxels."""
-        x = x.astype(np.float64)
-        y = y.astype(np.float64)
-        self.s["n"] += x.shape[1]
-        self.s["x"] += x.sum(1)
-        self.s["y"] += y.sum(1)
-        self.s["xx"] += (x * x).sum(1)
-        self.s["yy"] += (y * y).sum(1)
-        self.s["xy"] += (x * y).sum(1)
-
-    def r(self) -> np.ndarray:
-        s = self.s
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cov = s["xy"] - s["x"] * s["y"] / s["n"]
-            vx = s["xx"] - s["x"] ** 2 / s["n"]
-            vy = s["yy"] - s["y"] ** 2 / s["n"]
-            r = cov / np.sqrt(vx * vy)
-        return np.where((vx > 0) & (vy > 0), r, np.nan)
 
 
 def brain_correlations(
@@ -120,12 +94,15 @@ def brain_correlations(
     for name, m in masks.items():
         if m.shape != (n_vox,) or not m.any():
             raise BrainCorrelationError(f"ROI {name!r}: mask {m.shape} with {int(m.sum())} voxels; need ({n_vox},) and >= 1")
-    moments = {name: _Moments(len(z_eval)) for name in masks}
+    moments = {name: StreamingPearsonRows(len(z_eval)) for name in masks}
     step = n_vox if not voxel_batch else int(voxel_batch)
+    cv = dict(cv=cv_folds, groups=train_groups, backend=backend)
+    # the decompositions of z are made once for every voxel batch (primal solver: n >= d)
+    design = ridge_design(z_train, alphas, n_targets=n_vox, **cv) if z_train.shape[0] >= z_train.shape[1] else None
     for a in range(0, n_vox, step):
         sl = slice(a, min(n_vox, a + step))
-        fit = fit_ridge(z_train, np.asarray(betas_train[:, sl], dtype=np.float32), alphas, cv=cv_folds,
-                        groups=train_groups, backend=backend, fit_intercept=True)
+        fit = fit_ridge(z_train, np.asarray(betas_train[:, sl], dtype=np.float32), alphas, fit_intercept=True,
+                        design=design, **cv)
         pred = fit.predict(z_eval)
         meas = np.asarray(measured[:, sl], dtype=np.float32)[image_of]
         for name, m in masks.items():

@@ -82,6 +82,38 @@ def pearson_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _pearson(a, b, axis=1)
 
 
+class StreamingPearsonRows:
+    """``pearson_rows`` of (n, d) arrays given a block of columns at a time: running
+    float64 sums per row, so d can be too large to hold (e.g. every brain voxel of
+    several thousand predicted patterns). ``r()`` equals ``pearson_rows`` of the
+    concatenated blocks up to float64 rounding (NaN for a constant row)."""
+
+    def __init__(self, n: int) -> None:
+        self._sums = {k: np.zeros(n) for k in ("n", "a", "b", "aa", "bb", "ab")}
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        """a, b: (n, m) the next m columns of both arrays."""
+        a = np.asarray(a, dtype=np.float64)
+        b = np.asarray(b, dtype=np.float64)
+        s = self._sums
+        s["n"] += a.shape[1]
+        s["a"] += a.sum(1)
+        s["b"] += b.sum(1)
+        s["aa"] += (a * a).sum(1)
+        s["bb"] += (b * b).sum(1)
+        s["ab"] += (a * b).sum(1)
+
+    def r(self) -> np.ndarray:
+        """(n,) float64."""
+        s = self._sums
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cov = s["ab"] - s["a"] * s["b"] / s["n"]
+            va = s["aa"] - s["a"] ** 2 / s["n"]
+            vb = s["bb"] - s["b"] ** 2 / s["n"]
+            r = cov / np.sqrt(va * vb)
+        return np.where((va > 0) & (vb > 0), r, np.nan)
+
+
 def r2_columns(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Coefficient of determination per column: (n, d) x2 -> (d,) float32, NaN for a constant true column.
 
