@@ -67,3 +67,17 @@ def test_check_files_reports_schema_errors_of_the_merged_config(tmp_path):
         check_files([typo])
     with pytest.raises(ConfigError, match=r"config file .*missing\.yaml does not exist"):
         check_files([tmp_path / "missing.yaml"])
+
+
+def test_section_settings_fill_the_schemas_defaults_and_check_its_rules():
+    from brainldm.config_check import ConfigError, load_schema, section_settings
+
+    schema = load_schema()["properties"]["encoding"]["properties"]
+    got = section_settings("encoding", {"n_iter": 3})
+    assert got["n_iter"] == 3
+    assert {k: v for k, v in got.items() if k != "n_iter"} == {
+        k: v["default"] for k, v in schema.items() if k != "n_iter"}
+    for bad, where in (({"cv_folds": 1}, "encoding.cv_folds"), ({"alphas": [-1.0]}, "encoding.alphas.0"),
+                       ({"q": 1.5}, "encoding.q"), ({"bogus": 1}, "unknown key encoding.bogus")):
+        with pytest.raises(ConfigError, match=where):
+            section_settings("encoding", bad)

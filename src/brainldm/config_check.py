@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -11,9 +13,34 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from brainldm.config_docs import SCHEMA as SCHEMA_FILE  # the one place every key's type, range and default is written
+
 
 class ConfigError(ValueError):
     """A config file or value is wrong; the message names the file or key and the fix."""
+
+
+@functools.cache
+def load_schema() -> dict:
+    """The config schema (``SCHEMA_FILE``) as a dict."""
+    return yaml.safe_load(SCHEMA_FILE.read_text())
+
+
+def section_settings(section: str, settings: Mapping) -> dict:
+    """One config section as the workflow sees it, for a stage called from Python.
+
+    ``settings`` with the schema's default filled in for every key it lacks, then checked
+    against the schema's rules for the section: a wrong value or unknown key raises
+    :class:`ConfigError` naming ``section.key``, the value and the rule (as at parse time).
+    """
+    schema = load_schema()
+    sub = schema["properties"][section]
+    out = {k: copy.deepcopy(v["default"]) for k, v in sub.get("properties", {}).items() if "default" in v}
+    out.update(settings)
+    message = describe_error({section: out}, {"type": "object", "properties": {section: sub}})
+    if message is not None:
+        raise ConfigError(message)
+    return out
 
 
 def _short(value, limit: int = 200) -> str:

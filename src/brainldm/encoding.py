@@ -41,22 +41,6 @@ log = logging.getLogger("brainldm.encoding")
 
 ANALYSES = ("single", "noise", "stage", "layers")
 
-DEFAULTS: dict[str, Any] = dict(
-    n_components=6400,
-    alphas=[1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6],
-    cv_folds=5,
-    n_iter=20,
-    backend="auto",
-    n_targets_batch=None,
-    voxel_batch=20000,
-    q=0.05,
-    zc_strength=0.8,
-    noise_levels=None,
-    fractions=None,
-    layers=None,
-    seed=0,
-)
-
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -340,23 +324,11 @@ def best_layer(r: np.ndarray, significant: np.ndarray) -> np.ndarray:
 
 
 def check_settings(settings: dict) -> dict:
-    """Encoding settings with defaults filled in; bad values stop with the config key named."""
-    s = {**DEFAULTS, **{k: v for k, v in settings.items() if v is not None or k in ("noise_levels", "fractions", "layers", "n_targets_batch", "voxel_batch")}}
-    unknown = set(s) - set(DEFAULTS) - {"pycortex_subject", "pycortex_xfm", "r_vmax", "analyses"}
-    if unknown:
-        raise ValueError(f"unknown encoding settings {sorted(unknown)}")
-    alphas = np.asarray(s["alphas"], dtype=float)
-    if alphas.ndim != 1 or alphas.size == 0 or (alphas <= 0).any() or not np.isfinite(alphas).all():
-        raise ValueError(f"config encoding.alphas must be a non-empty list of numbers > 0, got {s['alphas']}")
-    if int(s["cv_folds"]) < 2:
-        raise ValueError(f"config encoding.cv_folds must be >= 2, got {s['cv_folds']}")
-    if int(s["n_iter"]) < 1:
-        raise ValueError(f"config encoding.n_iter must be >= 1, got {s['n_iter']}")
-    if s["voxel_batch"] is not None and int(s["voxel_batch"]) < 1:
-        raise ValueError(f"config encoding.voxel_batch must be >= 1 or null, got {s['voxel_batch']}")
-    if not 0 < float(s["q"]) < 1:
-        raise ValueError(f"config encoding.q must be in (0, 1), got {s['q']}")
-    return s
+    """The ``encoding:`` settings with the schema's defaults for absent keys; a bad value
+    stops with the config key named (the schema's rules: ``config_check.section_settings``)."""
+    from brainldm.config_check import section_settings
+
+    return section_settings("encoding", settings)
 
 
 def _save(npz_path: str, **arrays: Any) -> None:
