@@ -116,7 +116,7 @@ def test_bad_inputs(dataset, tmp_path):
     with pytest.raises(DecodingError, match="ROI 'empty' has no voxels.*ingest.rois"):
         decoding.decode_subject([tmp_path / "betas_empty_train.npy"], [tmp_path / "betas_empty_test.npy"],
                                 ingest / "train.tsv", ingest / "test.tsv", feats / "z.h5", "z",
-                                ["empty"], DecodingSettings())
+                                ["empty"], DecodingSettings.from_config({}))
     with pytest.raises(DecodingError, match="missing betas file .*betas_nope_train.npy"):
         decoding.read_betas([ingest / "betas_nope_train.npy"], 300, ["nope"])
     with pytest.raises(DecodingError, match=r"shape \(300, 60\), expected \(10, n_voxels\)"):
@@ -129,9 +129,15 @@ def test_bad_inputs(dataset, tmp_path):
     with pytest.raises(DecodingError, match="must hold datasets"):
         decoding.read_features(feats / "z.h5", "c", np.array([1]))
     with pytest.raises(ValueError, match="decoding.alphas"):
-        DecodingSettings(alphas=[0.0, 1.0]).alpha_grid()
-    with pytest.raises(DecodingError, match="unknown grid"):
-        DecodingSettings(alphas="huge").alpha_grid()
+        DecodingSettings.from_config({"alphas": [0.0, 1.0]})
+    with pytest.raises(ValueError, match="decoding.alphas"):
+        DecodingSettings.from_config({"alphas": "huge"})
+    # the schema's defaults, not a second copy (n_targets_batch 4096, n_alphas_batch 1)
+    from brainldm.config_check import load_schema
+
+    schema = load_schema()["properties"]["decoding"]["properties"]
+    assert DecodingSettings.from_config({}) == DecodingSettings(**{
+        k: schema[k]["default"] for k in DecodingSettings.__dataclass_fields__})
 
 
 # ----------------------------------------------------------------------------- synthetic NSD

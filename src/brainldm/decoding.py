@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import h5py
 import numpy as np
@@ -52,17 +53,27 @@ class DecodingError(ValueError):
 
 @dataclass
 class DecodingSettings:
-    """How one target is decoded (config section ``decoding``)."""
+    """How one target is decoded (config section ``decoding``; defaults and rules in the
+    schema: build it with :meth:`from_config`)."""
 
-    alphas: Sequence[float] | str = "reference"
-    cv_folds: int = 5
-    cv_by_session: bool = True
-    fit_intercept: bool = True
-    backend: str = "auto"
-    n_targets_batch: int | None = None
-    n_alphas_batch: int | None = None
-    shuffle_control: bool = True
-    seed: int = 0
+    alphas: Sequence[float] | str
+    cv_folds: int
+    cv_by_session: bool
+    fit_intercept: bool
+    backend: str
+    n_targets_batch: int | None
+    n_alphas_batch: int | None
+    shuffle_control: bool
+    seed: int
+
+    @classmethod
+    def from_config(cls, settings: Mapping[str, Any]) -> "DecodingSettings":
+        """From ``decoding:`` keys (absent ones take the schema's defaults); a bad value
+        raises ``config_check.ConfigError`` naming the key."""
+        from brainldm.config_check import section_settings
+
+        full = section_settings("decoding", settings)
+        return cls(**{f.name: full[f.name] for f in fields(cls)})
 
     def alpha_grid(self) -> np.ndarray:
         """The alpha grid: a named grid (``reference``, ``wide``) or an explicit list."""
@@ -319,7 +330,7 @@ def run(train_betas, test_betas, train_tsv, test_tsv, features, npz_path, tsv_pa
 
     threads: CPU threads for BLAS and torch (the rule's threads; None = library defaults).
     """
-    s = DecodingSettings(**settings)
+    s = DecodingSettings.from_config(settings)
     limit_threads(threads)
     result = decode_subject(train_betas, test_betas, train_tsv, test_tsv, features, target, rois, s)
     write_result(result, npz_path, tsv_path, subject, s)
