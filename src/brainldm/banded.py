@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from brainldm.logs import progress
-from brainldm.ridge import PrimalRidgeCV, check_alphas
+from brainldm.ridge import PrimalRidgeCV, check_alphas, voxel_batches
 
 log = logging.getLogger("brainldm.banded")
 
@@ -135,13 +135,9 @@ def solve_banded_ridge_random_search(
         raise ValueError(f"the feature spaces have {X.shape[0]} rows but Y has {n_samples}; they must match")
     bounds = np.concatenate([[0], np.cumsum(sizes)])
     cols = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
-    step = n_targets if not n_targets_batch else int(n_targets_batch)
-    batches = [slice(s, min(s + step, n_targets)) for s in range(0, n_targets, step)]
+    batches = voxel_batches(n_targets, n_targets_batch)
 
-    y_mean = np.zeros(n_targets, dtype=np.float32)
-    if center_Y:
-        for sl in batches:
-            y_mean[sl] = np.asarray(Y[:, sl], dtype=np.float32).mean(0)
+    y_mean = np.zeros(n_targets, dtype=np.float32)  # filled on the first candidate's pass over Y
     x_test = None
     test_parts = None
     if Xs_test is not None:
@@ -163,6 +159,8 @@ def solve_banded_ridge_random_search(
         for sl in batches:
             y = np.asarray(Y[:, sl], dtype=np.float32)
             if center_Y:
+                if ii == 0:
+                    y_mean[sl] = y.mean(0)
                 y = y - y_mean[sl]
             coef, batch_alphas, scores = design.fit(y, fit_batch, desc)
             cv_scores[ii, sl] = scores

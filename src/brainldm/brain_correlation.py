@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from brainldm.ridge import fit_ridge, ridge_design
+from brainldm.ridge import fit_ridge, ridge_design, voxel_batches
 from brainldm.scores import StreamingPearsonRows
 
 log = logging.getLogger(__name__)
@@ -95,12 +95,10 @@ def brain_correlations(
         if m.shape != (n_vox,) or not m.any():
             raise BrainCorrelationError(f"ROI {name!r}: mask {m.shape} with {int(m.sum())} voxels; need ({n_vox},) and >= 1")
     moments = {name: StreamingPearsonRows(len(z_eval)) for name in masks}
-    step = n_vox if not voxel_batch else int(voxel_batch)
     cv = dict(cv=cv_folds, groups=train_groups, backend=backend)
     # the decompositions of z are made once for every voxel batch (primal solver: n >= d)
     design = ridge_design(z_train, alphas, n_targets=n_vox, **cv) if z_train.shape[0] >= z_train.shape[1] else None
-    for a in range(0, n_vox, step):
-        sl = slice(a, min(n_vox, a + step))
+    for sl in voxel_batches(n_vox, voxel_batch):
         fit = fit_ridge(z_train, np.asarray(betas_train[:, sl], dtype=np.float32), alphas, fit_intercept=True,
                         design=design, **cv)
         pred = fit.predict(z_eval)

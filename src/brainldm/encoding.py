@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.stats
 from brainldm.logs import progress
 from brainldm.io import atomic_path
-from brainldm.ridge import fit_ridge, make_cv, resolve_backend, ridge_design
+from brainldm.ridge import fit_ridge, make_cv, resolve_backend, ridge_design, voxel_batches
 from brainldm.scores import pearson_columns, r2_columns
 from brainldm.threads import limit_threads
 
@@ -237,12 +237,6 @@ def load_space(path: str, dataset: str | None, data: SubjectData, n_components: 
 
 
 # ----------------------------------------------------------------------------- fits
-
-
-def voxel_batches(n_vox: int, batch: int | None) -> list[slice]:
-    """Contiguous voxel slices of at most ``batch`` voxels (None = all at once)."""
-    step = n_vox if not batch else int(batch)
-    return [slice(s, min(s + step, n_vox)) for s in range(0, n_vox, step)]
 
 
 def _test_scores(y_test: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:

@@ -57,6 +57,12 @@ def resolve_backend(backend: str = "auto") -> str:
     return "torch_cuda" if torch.cuda.is_available() else "numpy"
 
 
+def voxel_batches(n_vox: int, batch: int | None) -> list[slice]:
+    """Contiguous voxel (target column) slices of at most ``batch`` voxels (None = all at once)."""
+    step = n_vox if not batch else int(batch)
+    return [slice(s, min(s + step, n_vox)) for s in range(0, n_vox, step)]
+
+
 def check_alphas(alphas: Sequence[float], key: str = "decoding.alphas") -> np.ndarray:
     """The alpha grid as a sorted float64 array; every alpha must be a finite number > 0."""
     arr = np.asarray(list(alphas) if not np.isscalar(alphas) else [alphas], dtype=float)
